@@ -8,7 +8,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -58,7 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the training CLI; returns the process exit code."""
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from training.errors import UserError
 
     try:
@@ -72,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import tensorflow as tf
+    from training.quiet import import_tensorflow
+
+    tf = import_tensorflow()
 
     from training import config as cfg
     from training.errors import ConfigError, DataError

@@ -144,6 +144,7 @@ def train(
             initial_epoch=initial_epoch,
             steps_per_epoch=config.steps_per_epoch,
             callbacks=[keras.callbacks.TensorBoard(str(out / "logs")), recorder],
+            shuffle=False,  # the data sets shuffle themselves
             verbose=1,
         )
     else:
