@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,15 @@ class RunResult:
 
 
 def pick_strategy() -> tf.distribute.Strategy:
-    """MirroredStrategy over every visible GPU (or logical CPU) when there are several."""
+    """Picks the distribution strategy from what is visible.
+
+    MultiWorkerMirroredStrategy when TF_CONFIG names several workers; otherwise
+    MirroredStrategy over every visible GPU (or logical CPU) when there are several; otherwise
+    the default single-device strategy.
+    """
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    if len(cluster.get("worker", [])) + len(cluster.get("chief", [])) > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     if len(devices) > 1:
         return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
@@ -123,7 +132,8 @@ def train(
     loaded = task.load_data(config, data, seed)
     print(f"[{task.name}] data: {loaded.description}", flush=True)
     if strategy.num_replicas_in_sync > 1:
-        print(f"[{task.name}] MirroredStrategy over {strategy.num_replicas_in_sync} devices")
+        kind = type(strategy).__name__
+        print(f"[{task.name}] {kind} over {strategy.num_replicas_in_sync} devices")
     with strategy.scope():
         model = task.build_trainable(config)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")

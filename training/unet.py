@@ -209,14 +209,19 @@ def predict_masks(model: keras.Model, images: np.ndarray, batch_size: int = 32) 
 
 
 def evaluate(model: keras.Model, data: TaskData, config: UNetConfig) -> dict[str, float]:
-    """Hard Dice and IoU (threshold 0.5) on the validation split, averaged per image."""
-    probs = predict_masks(model, data.val_arrays["image"], config.batch_size)
+    """Hard Dice and IoU (threshold 0.5) on the validation split, averaged per image, beside
+    the classical baselines' Dice on the same images."""
+    from training.baselines import baseline_dice
+
+    images = data.val_arrays["image"]
+    probs = predict_masks(model, images, config.batch_size)
     truth = data.val_arrays["mask"][..., 0] > 0.5
     pred = probs >= 0.5
     return {
         "dice": float(np.mean(seg_metrics.dice_score(truth, pred))),
         "iou": float(np.mean(seg_metrics.iou_score(truth, pred))),
         "num_val": len(truth),
+        **baseline_dice(images, truth),
     }
 
 
