@@ -62,10 +62,10 @@ def _supervised_flops(model) -> int:
 
 
 def _gan_flops(model) -> int:
-    # Per real image: the discriminator step runs G forward once and D forward and backward on a
-    # real and a fake image (1 G + 6 D); the generator step runs G and D forward and backward
-    # (3 G + 3 D).
-    return 4 * forward_flops(model.generator) + 9 * forward_flops(model.discriminator)
+    # Per real image, one simultaneous step runs G forward and backward (3 G), D forward on a
+    # real and a fake image and backward for D's weights (6 D), and the generator loss's
+    # backward pass through D on the fake (2 D).
+    return 3 * forward_flops(model.generator) + 8 * forward_flops(model.discriminator)
 
 
 def _unet() -> Task:
