@@ -83,7 +83,8 @@ def trained(tiny_data):
     model = dcgan.build_trainable(TINY)
     before = [w.numpy().copy() for w in model.generator.trainable_weights]
     history = model.fit(
-        tiny_data.train, epochs=TINY.epochs, steps_per_epoch=TINY.steps_per_epoch, verbose=0
+        tiny_data.train, epochs=TINY.epochs, steps_per_epoch=TINY.steps_per_epoch,
+        shuffle=False, verbose=0,
     )
     return model, before, history.history
 
@@ -157,7 +158,8 @@ def one_step(strategy):
         model.d_optimizer.build(model.discriminator.trainable_variables)
         model.compile(optimizer=None)
     # Both replicas get the same half batch, so per-replica batch norm sees global statistics.
-    logs = model.fit(tf.data.Dataset.from_tensors(np.concatenate([half, half])), verbose=0)
+    batch = tf.data.Dataset.from_tensors(np.concatenate([half, half]))
+    logs = model.fit(batch, shuffle=False, verbose=0)
     return [w.numpy() for w in model.trainable_weights], logs.history
 
 single, single_logs = one_step(tf.distribute.get_strategy())

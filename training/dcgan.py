@@ -156,14 +156,16 @@ def build_generator(config: GeneratorConfig) -> keras.Model:
     k = config.kernel_size
     z = keras.Input((config.latent_dim,), name="z")
     x = layers.Dense(side * side * width, use_bias=False, name="g_project")(z)
-    x = layers.BatchNormalization(name="g_project_bn")(x)
+    # Momentum 0.9 rather than 0.99: the generator's activations move fast during GAN training,
+    # and samples are drawn in inference mode, from the moving statistics.
+    x = layers.BatchNormalization(momentum=0.9, name="g_project_bn")(x)
     x = layers.LeakyReLU(name="g_project_lrelu")(x)
     x = layers.Reshape((side, side, width), name="g_reshape")(x)
     for i, (filters, stride) in enumerate(((up1, 1), (up2, 2)), start=1):
         x = layers.Conv2DTranspose(
             filters, k, strides=stride, padding="same", use_bias=False, name=f"g_up{i}"
         )(x)
-        x = layers.BatchNormalization(name=f"g_up{i}_bn")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"g_up{i}_bn")(x)
         x = layers.LeakyReLU(name=f"g_up{i}_lrelu")(x)
     # float32 even under a mixed-precision policy: the served images keep full precision.
     images = layers.Conv2DTranspose(

@@ -89,7 +89,7 @@ def train_digit_classifier(
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
-    model.fit(ds, epochs=epochs, verbose=0)
+    model.fit(ds, epochs=epochs, shuffle=False, verbose=0)  # ds shuffles itself
     return model
 
 
