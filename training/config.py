@@ -34,6 +34,12 @@ def pick_preset(presets: Mapping[str, C], name: str, model: str) -> C:
     return presets[name]
 
 
+def check_choice(name: str, value: str, valid: Sequence[str]) -> None:
+    """Raises a ConfigError listing the valid values when `value` is not one of them."""
+    if value not in valid:
+        raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(valid)}")
+
+
 def apply_overrides(config: C, overrides: Sequence[str]) -> C:
     """Returns `config` with each `key=value` applied, converted to the field's type.
 

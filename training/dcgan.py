@@ -21,6 +21,7 @@ from keras import layers
 
 from client.contract import Contract, generator_contract
 from training import gan_eval
+from training.config import check_choice
 from training.data import TaskData
 from training.errors import ConfigError, DataError
 
@@ -87,10 +88,7 @@ class GeneratorConfig:
                 f"d_filters has {len(self.d_filters)} stride-2 convs, too many for "
                 f"image_size={self.image_size}"
             )
-        if self.dataset not in DATASETS:
-            raise ConfigError(
-                f"dataset={self.dataset!r} is not valid; choose one of: {', '.join(DATASETS)}"
-            )
+        check_choice("dataset", self.dataset, DATASETS)
         for name in ("latent_dim", "kernel_size", "batch_size", "epochs", "classifier_epochs",
                      "classifier_train", "steps_per_epoch", "max_train"):
             value = getattr(self, name)

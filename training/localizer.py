@@ -23,16 +23,12 @@ from keras import layers, ops
 
 from client.contract import DEFAULT_CLASS_NAMES, Contract, localizer_contract
 from training import boxes as box_ops
+from training.config import check_choice
 from training.data import TaskData
 from training.errors import ConfigError
 
 BOX_HEADS = ("dense", "edges")
 POOLINGS = ("flatten", "gap")
-
-
-def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(valid)}")
 
 
 @dataclass(frozen=True)
@@ -92,8 +88,8 @@ class LocalizerConfig:
             )
         if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
             raise ConfigError(f"class_names={self.class_names} needs two or more distinct names")
-        _check_choice("pooling", self.pooling, POOLINGS)
-        _check_choice("box_head", self.box_head, BOX_HEADS)
+        check_choice("pooling", self.pooling, POOLINGS)
+        check_choice("box_head", self.box_head, BOX_HEADS)
         if not 1 <= self.edge_block <= len(self.filters):
             raise ConfigError(f"edge_block={self.edge_block} is not in 1..{len(self.filters)}")
         for name in ("convs_per_block", "dense_units", "edge_units", "batch_size", "epochs",

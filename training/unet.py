@@ -18,17 +18,13 @@ from keras import layers
 
 from client.contract import unet_contract
 from training import metrics as seg_metrics
+from training.config import check_choice
 from training.data import TaskData
 from training.errors import ConfigError
 
 ARCHITECTURES = ("seed", "unet")
 LOSSES = ("bce", "bce_dice")
 BACKGROUNDS = ("studio", "plain")
-
-
-def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(valid)}")
 
 
 @dataclass(frozen=True)
@@ -69,9 +65,9 @@ class UNetConfig:
                 f"image_size={self.image_size} is not a positive multiple of 16 "
                 "(the network pools four times); try 64, 128, 256 or 512"
             )
-        _check_choice("architecture", self.architecture, ARCHITECTURES)
-        _check_choice("loss", self.loss, LOSSES)
-        _check_choice("background", self.background, BACKGROUNDS)
+        check_choice("architecture", self.architecture, ARCHITECTURES)
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("background", self.background, BACKGROUNDS)
         for name in ("base_filters", "batch_size", "epochs", "num_cars", "views_per_car"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
