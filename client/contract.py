@@ -141,8 +141,12 @@ def unet_contract(image_size: int = 128) -> Contract:
             SignatureSpec(
                 BYTES_SIGNATURE,
                 inputs=(TensorSpec("image_bytes", "string", (None,)),),
-                # Mask probabilities at the original image size; height and width vary.
-                outputs=(TensorSpec("mask", "float32", (None, None, None, 1)),),
+                # Mask probabilities at each original image size (a mixed batch is padded with
+                # zeros to the largest; `image_size` gives each image's height and width).
+                outputs=(
+                    TensorSpec("mask", "float32", (None, None, None, 1)),
+                    TensorSpec("image_size", "int32", (None, 2)),
+                ),
             ),
         ),
     )
@@ -176,6 +180,7 @@ def localizer_contract(
                     TensorSpec("class_id", "int64", (None,)),
                     # Box in the original image's pixels.
                     TensorSpec("box", "float32", (None, 4)),
+                    TensorSpec("image_size", "int32", (None, 2)),
                 ),
             ),
         ),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,17 @@ def load_run(run_dir: Path) -> tuple[Task, Any, keras.Model]:
     if not weights.is_file():
         raise UserError(f"{run_dir} has no {WEIGHTS_FILE}: the run did not finish")
     model = task.build(config)
-    model.load_weights(weights)
+    # Keras only warns when saved layers do not match and keeps fresh weights for them; a model
+    # that is partly untrained must never pass for the trained one.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.load_weights(weights)
+    skipped = [str(w.message) for w in caught if "freshly-initialized" in str(w.message)]
+    if skipped:
+        raise UserError(
+            f"{weights} does not match the {task.name} model in {CONFIG_FILE}: "
+            f"{skipped[0].splitlines()[0]}"
+        )
     return task, config, model
 
 

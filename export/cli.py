@@ -1,0 +1,57 @@
+"""Command line for export: `python -m export MODEL --run RUN_DIR --base-path MODELS_DIR`.
+
+Example:
+    python -m export unet --run runs/unet/slim --base-path models
+    # prints models/unet/1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from client.contract import MODEL_NAMES
+
+PROG = "python -m export"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports usage errors as one line on stderr, without the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{PROG}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The export CLI's argument parser."""
+    p = _Parser(prog=PROG, description="Export a training run as a TF Serving model version.")
+    p.add_argument("model", choices=MODEL_NAMES, help="which model the run trained")
+    p.add_argument("--run", type=Path, required=True, help="the training run folder")
+    p.add_argument("--base-path", type=Path, required=True,
+                   help="model base path; the version goes to BASE/MODEL/N")
+    p.add_argument("--version", type=int, default=None,
+                   help="version number (default: highest existing + 1, starting at 1)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the export CLI; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    from training.errors import UserError
+    from training.quiet import import_tensorflow
+
+    import_tensorflow()
+    from export.publish import export_run
+
+    try:
+        path = export_run(args.model, args.run, args.base_path, args.version)
+    except UserError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing was published", file=sys.stderr)
+        return 130
+    print(path)
+    return 0
