@@ -66,10 +66,19 @@ def sample_requests(model_name: str, config: Any, contract: Contract) -> dict[st
     }
 
 
-def check_export(path: Path, model_name: str, keras_model, config: Any, contract: Contract) -> None:
-    """Runs every check on the SavedModel at `path`; raises ExportCheckError on the first miss."""
+def check_export(path: Path, model_name: str, keras_model, contract: Contract,
+                 requests: dict[str, dict]) -> None:
+    """Runs every check on the SavedModel at `path`; raises ExportCheckError on the first miss.
+
+    Args:
+        path: the written (not yet published) version folder.
+        model_name: `unet`, `localizer` or `generator`.
+        keras_model: the trained servable Keras model.
+        contract: the model's serving contract.
+        requests: the inputs per signature, as written to the warmup file (so the records that
+            TF Serving replays are exactly the ones checked here).
+    """
     loaded = tf.saved_model.load(str(path))
-    requests = sample_requests(model_name, config, contract)
     outputs = {}
     for sig in contract.signatures:
         if sig.name not in loaded.signatures:
@@ -86,7 +95,9 @@ def check_export(path: Path, model_name: str, keras_model, config: Any, contract
     else:
         _check_parity(keras_model, model_name, requests[DEFAULT_SIGNATURE]["image"],
                       outputs[DEFAULT_SIGNATURE])
-        image = sample_image(model_name, config)
+        # PNG is lossless: the bytes request holds exactly the sample image's pixels.
+        encoded = requests[BYTES_SIGNATURE]["image_bytes"][0]
+        image = np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
         _check_skew(loaded.signatures[DEFAULT_SIGNATURE], model_name, image, contract,
                     outputs[BYTES_SIGNATURE])
 

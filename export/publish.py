@@ -94,9 +94,10 @@ def export_run(model_name: str, run_dir: Path, base_path: Path, version: int | N
     try:
         module, signatures = serving_signatures(model_name, model, contract)
         tf.saved_model.save(module, str(tmp), signatures=signatures)
-        write_warmup(tmp, model_name, sample_requests(model_name, config, contract))
+        requests = sample_requests(model_name, config, contract)
+        write_warmup(tmp, model_name, requests)
         _write_manifest(tmp, model_name, version, contract, run_dir, saved)
-        check_export(tmp, model_name, model, config, contract)
+        check_export(tmp, model_name, model, contract, requests)
         tmp.rename(final)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
