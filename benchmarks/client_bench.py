@@ -58,9 +58,9 @@ def carvana_jpeg() -> bytes:
 
 def run(args) -> dict:
     from client import codec, postprocess
-    from client.contract import unet_contract
     from client.preprocess import load_rgb, prepare_image
-    from training.quiet import import_tensorflow
+    from common.contract import unet_contract
+    from common.quiet import import_tensorflow
 
     tf = import_tensorflow()
     versions = sorted(int(p.name) for p in args.model_dir.iterdir() if p.name.isdigit())

@@ -134,7 +134,7 @@ class Server:
 
 
 def run(args) -> dict:
-    from training.quiet import import_tensorflow
+    from common.quiet import import_tensorflow
 
     tf = import_tensorflow()
     import grpc

@@ -73,12 +73,12 @@ def write_inputs(folder: Path) -> dict[str, list[Path]]:
     (scikit-image's coins photo).
     """
     # Imported here: training.* pulls in TensorFlow, which the client proper never needs.
-    from training.quiet import import_tensorflow
+    from common.quiet import import_tensorflow
 
     import_tensorflow()  # first, so its native start-up notices stay off the demo's output
     from skimage import data as skdata
 
-    from client.contract import DEFAULT_CLASS_NAMES
+    from common.contract import DEFAULT_CLASS_NAMES
     from training.data.cars import car_seeds, render_car
     from training.data.shapes import synthetic_objects
 

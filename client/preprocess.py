@@ -14,7 +14,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from client.contract import Preprocessing
+from common.contract import Preprocessing
 
 ImageLike = Union[str, Path, bytes, Image.Image, np.ndarray]  # noqa: UP007 (runtime alias)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from client.contract import (
+from client.errors import ClientError
+from common.contract import (
     DEFAULT_CLASS_NAMES,
     Contract,
     generator_contract,
     localizer_contract,
     unet_contract,
 )
-from client.errors import ClientError
 
 # Contract dtype names against the TF DataType names GetModelMetadata reports.
 DTYPES = {

@@ -17,7 +17,7 @@ import tensorflow as tf
 from PIL import Image
 
 from client import preprocess as client_pre
-from client.contract import BYTES_SIGNATURE, DEFAULT_SIGNATURE, SEEDS_SIGNATURE, Contract
+from common.contract import BYTES_SIGNATURE, DEFAULT_SIGNATURE, SEEDS_SIGNATURE, Contract
 from export.signatures import seed_latents, to_uint8
 from training.data.preprocess import prepare_image
 from training.errors import UserError

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from client.contract import MODEL_NAMES
+from common.contract import MODEL_NAMES
 
 PROG = "python -m export"
 
@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the export CLI; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    from common.quiet import import_tensorflow
     from training.errors import UserError
-    from training.quiet import import_tensorflow
 
     import_tensorflow()
     from export.publish import export_run

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from client.contract import BYTES_SIGNATURE, DEFAULT_SIGNATURE, SEEDS_SIGNATURE, Contract
+from common.contract import BYTES_SIGNATURE, DEFAULT_SIGNATURE, SEEDS_SIGNATURE, Contract
 from training.data.preprocess import prepare_image
 
 INPUT_KINDS = {

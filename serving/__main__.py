@@ -1,7 +1,7 @@
-"""`python -m serving <tensorflow_model_server flags>`: see `serving.server`."""
+"""`python -m serving <tensorflow_model_server flags>`: see `serving.model_servers.server`."""
 
 import sys
 
-from serving.cli import main
+from serving.model_servers.main import main
 
 sys.exit(main())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.quiet import import_tensorflow
+from common.quiet import import_tensorflow
 
 tf = import_tensorflow()
 

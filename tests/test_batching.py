@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from serving.batching import BatchingOptions, BatchScheduler, validate
+from serving.batching.scheduler import BatchingOptions, BatchScheduler, validate
+from serving.config.protos import batching_parameters_pb2, monitoring_config_pb2
 from serving.errors import ServingError, internal
-from serving.protos import batching_parameters_pb2, monitoring_config_pb2
 
 BUSY = "The batch scheduling queue to which this task was submitted is full"
 

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from client.contract import Preprocessing
+from common.contract import Preprocessing
 from training.data.cars import render_car, synthetic_cars, write_carvana_layout
 from training.data.carvana import (
     carvana_dataset,

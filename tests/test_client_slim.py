@@ -63,7 +63,7 @@ IMPORT_SCRIPT = """
 import sys
 
 import client.codec
-import client.contract
+import common.contract
 import client.errors
 import client.preprocess
 import client.transport

@@ -18,7 +18,7 @@ from tensorflow_serving.apis import status_pb2 as tfs_util_status_pb2
 from client import codec
 from client.wire import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
 from client.wire import tensor_pb2 as wire_tensor_pb2
-from training.quiet import import_tensorflow
+from common.quiet import import_tensorflow
 
 tf = import_tensorflow()
 

@@ -11,16 +11,16 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
 from serving.errors import ServingError
-from serving.json_examples import parse_examples_request
-from serving.json_response import (
+from serving.rest.json.examples import parse_examples_request
+from serving.rest.json.response import (
     classification_json,
     error_json,
     predict_response_json,
     regression_json,
 )
-from serving.json_tensor import COLUMNAR, ROW, parse_predict_request
-from serving.json_text import debug_string, decimal_tokens, loads, rapidjson_double
-from serving.json_values import to_array
+from serving.rest.json.tensor import COLUMNAR, ROW, parse_predict_request
+from serving.rest.json.text import debug_string, decimal_tokens, loads, rapidjson_double
+from serving.rest.json.values import to_array
 
 F, D, I32, I64, S = (
     types_pb2.DT_FLOAT,

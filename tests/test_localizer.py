@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from client.contract import BOX_FORMAT
+from common.contract import BOX_FORMAT
 from training import boxes
 from training.config import apply_overrides, replace
 from training.data.shapes import load_data, synthetic_objects

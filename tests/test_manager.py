@@ -15,10 +15,10 @@ import pytest
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import config_checks, versions
+from serving.core import config_checks, versions
+from serving.core.manager import ModelManager
 from serving.errors import ServingError
-from serving.manager import ModelManager
-from serving.servable import load_servable, read_warmup_requests
+from serving.servables.saved_model import load_servable, read_warmup_requests
 from tests.known_models import corrupt_version, tf, write_known_model
 
 integration = pytest.mark.integration

@@ -21,7 +21,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving import errors
-from serving.rest import RestServer
+from serving.rest.handler import RestServer
 from serving.tensors import from_numpy, to_numpy
 
 METRICS = "/monitoring/prometheus/metrics"

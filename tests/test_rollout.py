@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from serving import rollout
-from serving import rollout_config as rc
+from serving.rollout import cli as rollout
+from serving.rollout import config_edit as rc
 
 CONFIG = """
 model_config_list {{

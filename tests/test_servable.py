@@ -15,7 +15,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.errors import ServingError
-from serving.servable import (
+from serving.servables.saved_model import (
     MAX_WARMUP_RECORDS,
     WARMUP_DIR,
     WARMUP_FILE,

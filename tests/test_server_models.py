@@ -16,11 +16,11 @@ from tensorflow_serving.apis import (
 )
 
 from client import preprocess as client_pre
+from common.quiet import import_tensorflow
 from export import publish
 from export.check import png_bytes, sample_image
 from serving.tensors import from_numpy, to_numpy
 from tests.server_process import ROOT, ServerProcess
-from training.quiet import import_tensorflow
 from training.runner import load_run
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from serving import cli, metrics
-from serving import config as config_lib
-from serving.flags import (
+from serving.config import files as config_lib
+from serving.model_servers import main as cli
+from serving.model_servers import metrics
+from serving.model_servers.flags import (
     IGNORED,
     UNSUPPORTED,
     FlagError,

@@ -2,7 +2,7 @@
 
 Corner boxes are `(x_min, y_min, x_max, y_max)` in pixel-edge coordinates: a box covering the
 pixel columns 3..7 inclusive has `x_min = 3` and `x_max = 8`, so its width is `x_max - x_min`.
-Normalised boxes follow `client.contract.BOX_FORMAT`: centre x, centre y, height, width, with
+Normalised boxes follow `common.contract.BOX_FORMAT`: centre x, centre y, height, width, with
 x and w divided by the image width and y and h by the image height.
 
 Example:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from client.contract import MODEL_NAMES
+from common.contract import MODEL_NAMES
 
 PROG = "python -m training"
 
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from training.quiet import import_tensorflow
+    from common.quiet import import_tensorflow
 
     tf = import_tensorflow()
 

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from client.contract import Contract, generator_contract
+from common.contract import Contract, generator_contract
 from training import gan_eval
 from training.config import check_choice
 from training.data import TaskData

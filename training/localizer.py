@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from client.contract import DEFAULT_CLASS_NAMES, Contract, localizer_contract
+from common.contract import DEFAULT_CLASS_NAMES, Contract, localizer_contract
 from training import boxes as box_ops
 from training.config import check_choice
 from training.data import TaskData

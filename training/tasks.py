@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from client.contract import MODEL_NAMES
+from common.contract import MODEL_NAMES
 from training.errors import ConfigError
 from training.flops import forward_flops
 

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from client.contract import unet_contract
+from common.contract import unet_contract
 from training import metrics as seg_metrics
 from training.config import check_choice
 from training.data import TaskData

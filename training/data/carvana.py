@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from client.contract import Preprocessing
+from common.contract import Preprocessing
 from training.data.preprocess import prepare_image, prepare_mask
 from training.errors import DataError
 

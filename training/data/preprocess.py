@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from client.contract import Preprocessing
+from common.contract import Preprocessing
 
 
 def prepare_image(image: tf.Tensor, pre: Preprocessing) -> tf.Tensor:

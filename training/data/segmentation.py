@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tensorflow as tf
 
-from client.contract import Preprocessing
+from common.contract import Preprocessing
 from training.data import TaskData
 from training.data.cars import synthetic_cars
 from training.data.carvana import (

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from client.contract import DEFAULT_CLASS_NAMES, Preprocessing, localizer_contract
+from common.contract import DEFAULT_CLASS_NAMES, Preprocessing, localizer_contract
 from training.boxes import to_normalized
 from training.data import TaskData
 from training.data.preprocess import prepare_image

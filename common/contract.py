@@ -1,0 +1,210 @@
+"""Serving contracts: the one definition of each model's inputs, outputs and pre-processing.
+
+Pure Python on purpose (no TensorFlow, no NumPy): training, export, the server's metadata checks
+and the slim client all import this module, and the client must install without TensorFlow.
+
+Example:
+    >>> from common.contract import unet_contract
+    >>> c = unet_contract(image_size=128)
+    >>> c.signature("serving_default").inputs[0].shape
+    (None, 128, 128, 3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+MODEL_NAMES = ("unet", "localizer", "generator")
+
+DEFAULT_SIGNATURE = "serving_default"
+# Signature that takes encoded JPEG/PNG bytes and answers at the original image size.
+BYTES_SIGNATURE = "serve_bytes"
+# Generator signature that takes integer seeds and draws the latent vectors statelessly.
+SEEDS_SIGNATURE = "serve_seeds"
+
+# Box layout used by the localizer everywhere: centre x, centre y, height, width. In the
+# normalised form each value is divided by the image width (x, w) or height (y, h).
+BOX_FORMAT = ("x", "y", "h", "w")
+
+DEFAULT_CLASS_NAMES = ("ellipse", "rectangle", "triangle")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor of a signature. `None` in `shape` marks a dynamic dimension."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class SignatureSpec:
+    """A serving signature: its name and its named inputs and outputs."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an RGB/gray uint8 image becomes the model's input tensor.
+
+    The image is converted to `channels` channels, resized to `size` (height, width) with
+    `resize_method` (antialiased when `antialias`), then mapped to `value * scale + offset`
+    as float32. Training, the in-graph bytes signature and the client all follow it.
+    """
+
+    size: tuple[int, int]
+    channels: int = 3
+    resize_method: str = "bilinear"
+    antialias: bool = True
+    scale: float = 1.0 / 255.0
+    offset: float = 0.0
+
+
+@dataclass(frozen=True)
+class Contract:
+    """Everything a caller must know to talk to one served model."""
+
+    model_name: str
+    signatures: tuple[SignatureSpec, ...]
+    preprocessing: Preprocessing | None = None
+    class_names: tuple[str, ...] = ()
+    latent_dim: int | None = None
+    mask_threshold: float = 0.5
+    box_format: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def signature(self, name: str = DEFAULT_SIGNATURE) -> SignatureSpec:
+        """Returns the signature called `name`, or raises a ValueError listing the valid ones."""
+        for sig in self.signatures:
+            if sig.name == name:
+                return sig
+        valid = ", ".join(s.name for s in self.signatures)
+        raise ValueError(
+            f"model {self.model_name!r} has no signature {name!r}; valid signatures: {valid}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (used in export manifests)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Contract:
+        """Inverse of `to_dict`."""
+        sigs = tuple(
+            SignatureSpec(
+                name=s["name"],
+                inputs=tuple(_tensor(t) for t in s["inputs"]),
+                outputs=tuple(_tensor(t) for t in s["outputs"]),
+            )
+            for s in data["signatures"]
+        )
+        pre = data.get("preprocessing")
+        if pre is not None:
+            pre = Preprocessing(**{**pre, "size": tuple(pre["size"])})
+        return cls(
+            model_name=data["model_name"],
+            signatures=sigs,
+            preprocessing=pre,
+            class_names=tuple(data.get("class_names", ())),
+            latent_dim=data.get("latent_dim"),
+            mask_threshold=data.get("mask_threshold", 0.5),
+            box_format=tuple(data.get("box_format", ())),
+            extra=dict(data.get("extra", {})),
+        )
+
+
+def _tensor(data: dict[str, Any]) -> TensorSpec:
+    return TensorSpec(data["name"], data["dtype"], tuple(data["shape"]))
+
+
+def unet_contract(image_size: int = 128) -> Contract:
+    """Contract of the `unet` car-segmentation model at a square `image_size`."""
+    n = image_size
+    return Contract(
+        model_name="unet",
+        preprocessing=Preprocessing(size=(n, n)),
+        signatures=(
+            SignatureSpec(
+                DEFAULT_SIGNATURE,
+                inputs=(TensorSpec("image", "float32", (None, n, n, 3)),),
+                outputs=(
+                    TensorSpec("mask", "float32", (None, n, n, 1)),
+                    TensorSpec("mask_logits", "float32", (None, n, n, 1)),
+                ),
+            ),
+            SignatureSpec(
+                BYTES_SIGNATURE,
+                inputs=(TensorSpec("image_bytes", "string", (None,)),),
+                # Mask probabilities at each original image size (a mixed batch is padded with
+                # zeros to the largest; `image_size` gives each image's height and width).
+                outputs=(
+                    TensorSpec("mask", "float32", (None, None, None, 1)),
+                    TensorSpec("image_size", "int32", (None, 2)),
+                ),
+            ),
+        ),
+    )
+
+
+def localizer_contract(
+    image_size: int = 64, class_names: tuple[str, ...] = DEFAULT_CLASS_NAMES
+) -> Contract:
+    """Contract of the `localizer` classification + box model."""
+    n, k = image_size, len(class_names)
+    return Contract(
+        model_name="localizer",
+        preprocessing=Preprocessing(size=(n, n)),
+        class_names=tuple(class_names),
+        box_format=BOX_FORMAT,
+        signatures=(
+            SignatureSpec(
+                DEFAULT_SIGNATURE,
+                inputs=(TensorSpec("image", "float32", (None, n, n, 3)),),
+                outputs=(
+                    TensorSpec("class_probs", "float32", (None, k)),
+                    TensorSpec("class_id", "int64", (None,)),
+                    TensorSpec("box", "float32", (None, 4)),
+                ),
+            ),
+            SignatureSpec(
+                BYTES_SIGNATURE,
+                inputs=(TensorSpec("image_bytes", "string", (None,)),),
+                outputs=(
+                    TensorSpec("class_probs", "float32", (None, k)),
+                    TensorSpec("class_id", "int64", (None,)),
+                    # Box in the original image's pixels.
+                    TensorSpec("box", "float32", (None, 4)),
+                    TensorSpec("image_size", "int32", (None, 2)),
+                ),
+            ),
+        ),
+    )
+
+
+def generator_contract(latent_dim: int = 64, image_size: int = 28, channels: int = 1) -> Contract:
+    """Contract of the `generator` (DCGAN) model: latent vectors or seeds in, uint8 images out."""
+    images = TensorSpec("images", "uint8", (None, image_size, image_size, channels))
+    return Contract(
+        model_name="generator",
+        latent_dim=latent_dim,
+        # The generator ends in tanh; images are round((x + 1) * 127.5) as uint8.
+        extra={"output_range": [-1.0, 1.0], "image_size": image_size, "channels": channels},
+        signatures=(
+            SignatureSpec(
+                DEFAULT_SIGNATURE,
+                inputs=(TensorSpec("z", "float32", (None, latent_dim)),),
+                outputs=(images,),
+            ),
+            SignatureSpec(
+                SEEDS_SIGNATURE,
+                inputs=(TensorSpec("seeds", "int64", (None,)),),
+                outputs=(images,),
+            ),
+        ),
+    )

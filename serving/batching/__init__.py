@@ -1,0 +1,1 @@
+"""Server-side batching of Predict calls (TF Serving's `batching/`)."""

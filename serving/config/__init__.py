@@ -1,0 +1,1 @@
+"""The server's config files, parsed with TF Serving's protos (TF Serving's `config/`)."""

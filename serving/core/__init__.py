@@ -1,0 +1,1 @@
+"""The version manager: policies, loading, status and config checks (TF Serving's `core/`)."""

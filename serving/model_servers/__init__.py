@@ -1,0 +1,1 @@
+"""Start-up, flags, the gRPC services, health and metrics (TF Serving's `model_servers/`)."""

@@ -1,0 +1,62 @@
+"""`python -m serving`: flag parsing stays free of TensorFlow, so flag errors answer at once.
+
+Example:
+    python -m serving --port=8500 --rest_api_port=8501 \\
+        --model_config_file=serving/models.config --base_path_map=/models=models
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from serving.model_servers import flags
+
+log = logging.getLogger("serving")
+
+# tensorflow_model_server returns -1 from main() when start-up fails.
+STARTUP_FAILURE = 255
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parses the flags, then serves. Flag errors are one line on stderr and exit 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help", "-help") for arg in argv):
+        print(flags.usage())
+        return 0
+    try:
+        options, ignored = flags.parse_flags(argv)
+        if options.version:
+            print("TensorFlow ModelServer (embedded Python server, TF Serving 2.21 API)")
+            return 0
+        flags.check_options(options)
+    except flags.FlagError as error:
+        print(f"python -m serving: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s.%(msecs)03d %(levelname).1s serving] %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+    )
+    for name in ignored:
+        log.info("--%s has no effect in the embedded server; ignored", name)
+    # Importing the server pulls in TensorFlow, so it waits until the flags are known good.
+    from common.quiet import import_tensorflow
+
+    import_tensorflow()
+    from serving import errors
+    from serving.config import files as config_lib
+    from serving.model_servers.server import serve
+
+    try:
+        return serve(options)
+    except (config_lib.ConfigError, errors.ServingError, ValueError) as error:
+        text = (
+            error.to_string()
+            if isinstance(error, errors.ServingError)
+            else f"INVALID_ARGUMENT: {error}"
+        )
+        print(f"Failed to start server. Error: {text}", file=sys.stderr)
+        return STARTUP_FAILURE

@@ -1,0 +1,204 @@
+"""Start-up, the config-file poller and graceful shutdown of the embedded model server.
+
+Example:
+    python -m serving --port=8500 --rest_api_port=8501 \\
+        --model_config_file=serving/models.config --base_path_map=/models=models
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import signal
+import sys
+import threading
+
+from serving import errors
+from serving.config import files as config_lib
+from serving.model_servers import flags
+from serving.model_servers.main import STARTUP_FAILURE
+from serving.model_servers.metrics import Metrics
+from serving.model_servers.server_core import Core
+
+log = logging.getLogger("serving")
+
+# Time given to requests in flight when SIGTERM arrives.
+DRAIN_SECONDS = 30.0
+
+
+class ConfigPoller(threading.Thread):
+    """Re-reads `--model_config_file` every N seconds and applies it; errors are only logged.
+
+    A file whose parsed config has not changed since the last time it was applied is skipped.
+    TF Serving re-applies it anyway, which is a no-op for the file alone; skipping it here also
+    keeps a poll that read the file just before a rollout tool rewrote it (and reloaded over
+    gRPC) from re-applying the stale labels afterwards.
+    """
+
+    def __init__(self, core: Core, path: str, seconds: float, applied=None):
+        super().__init__(name="config-poller", daemon=True)
+        self.core, self.path, self.seconds = core, path, seconds
+        self.applied = applied
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.seconds):
+            try:
+                new_config = config_lib.read_model_server_config(self.path)
+            except config_lib.ConfigError as error:
+                log.error("Failed to read ModelServerConfig file: %s", error)
+                continue
+            if new_config == self.applied:
+                continue
+            try:
+                self.core.apply_config(new_config)
+                self.applied = new_config
+            except errors.ServingError as error:
+                log.error(
+                    "PollFilesystemAndReloadConfig failed to ReloadConfig: %s", error.to_string()
+                )
+
+
+def _initial_config(options: flags.Options):
+    if options.model_config_file:
+        return config_lib.read_model_server_config(options.model_config_file)
+    return config_lib.single_model_config(options.model_name, options.model_base_path)
+
+
+def _batcher(options: flags.Options, metrics: Metrics):
+    if not options.enable_batching:
+        return None
+    from serving.batching import scheduler as batching
+
+    params = None
+    if options.batching_parameters_file:
+        params = config_lib.read_batching_parameters(options.batching_parameters_file)
+        batching.validate(params)
+    pool = (
+        params.thread_pool_name.value
+        if params is not None and params.HasField("thread_pool_name")
+        else "model_server_batch_threads"
+    )
+
+    def on_batch(key, size, padded, queuing_s):
+        metrics.queuing_latency.observe(queuing_s * 1e6, pool)
+        metrics.batch_size.observe(padded, key[0], "predict")
+
+    return batching.BatchScheduler(params, on_batch=on_batch)
+
+
+def serve(options: flags.Options) -> int:
+    """Loads the initial models, opens the ports, and serves until SIGTERM or SIGINT.
+
+    Returns:
+        The process exit status: 0 after a clean drain, 255 when start-up fails.
+    """
+    from serving.core.manager import ModelManager
+    from serving.model_servers import grpc_services as grpc_api
+    from serving.rest.handler import RestServer
+    from serving.servables.saved_model import load_servable
+
+    metrics = Metrics()
+    monitoring = None
+    if options.monitoring_config_file:
+        monitoring = config_lib.read_monitoring_config(options.monitoring_config_file)
+    initial = _initial_config(options)
+    batcher = _batcher(options, metrics)
+    tags = tuple(tag.strip() for tag in options.saved_model_tags.split(",") if tag.strip())
+
+    core = Core(
+        None,
+        metrics=metrics,
+        batcher=batcher,
+        tensor_content=options.enable_serialization_as_tensor_content,
+        method_check=options.enable_signature_method_name_check,
+        base_path_map=options.base_path_map,
+        warmup_iterations=options.num_request_iterations_for_warmup,
+    )
+    listeners = []
+    manager = ModelManager(
+        loader=lambda name, version, path: load_servable(name, version, path, tags=tags),
+        warmup=core.warmup if options.enable_model_warmup else None,
+        file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
+        max_num_load_retries=options.max_num_load_retries,
+        load_retry_interval_s=options.load_retry_interval_micros / 1e6,
+        allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
+        listeners=[lambda *args: [listener(*args) for listener in listeners]],
+    )
+    core.manager = manager
+    try:
+        core.apply_config(initial)
+    except errors.ServingError as error:
+        print(f"Failed to start server. Error: {error.to_string()}", file=sys.stderr, flush=True)
+        manager.stop()
+        return STARTUP_FAILURE
+
+    # The loaded models and TensorFlow make a huge, long-lived object graph; freezing it keeps
+    # the garbage collector's full passes (tens of ms) out of request latency.
+    gc.collect()
+    gc.freeze()
+    health_state = (
+        grpc_api.ModelHealth(manager) if options.enable_grpc_healthcheck_service else None
+    )
+    if health_state is not None:
+        listeners.append(health_state.on_state)
+    try:
+        grpc_server = grpc_api.make_server(
+            core,
+            health_state,
+            host=options.host,
+            port=options.port,
+            max_threads=options.grpc_max_threads,
+        )
+        rest_server = None
+        if options.rest_api_port:
+            rest_server = RestServer(
+                core,
+                options.host,
+                options.rest_api_port,
+                timeout_ms=options.rest_api_timeout_in_ms,
+                monitoring_path=config_lib.prometheus_path(monitoring),
+                num_threads=options.rest_api_num_threads,
+            )
+    except OSError as error:
+        print(f"Failed to start server. Error: {error}", file=sys.stderr, flush=True)
+        manager.stop()
+        return STARTUP_FAILURE
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    grpc_server.start()
+    if health_state is not None:
+        health_state.start()
+    log.info("Running gRPC ModelServer at %s:%d ...", options.host, options.port)
+    if rest_server is not None:
+        rest_server.start()
+        log.info("Exporting HTTP/REST API at:%s:%d ...", options.host, rest_server.port)
+    poller = None
+    if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
+        poller = ConfigPoller(
+            core,
+            options.model_config_file,
+            options.model_config_file_poll_wait_seconds,
+            applied=initial,
+        )
+        poller.start()
+
+    while not stop.wait(3600):
+        pass
+    log.info("Shutting down: draining requests in flight")
+    if poller is not None:
+        poller.stopped.set()
+    if health_state is not None:
+        health_state.shutdown()
+    # New RPCs are refused at once; those in flight get up to DRAIN_SECONDS to finish.
+    done = grpc_server.stop(DRAIN_SECONDS)
+    if rest_server is not None:
+        rest_server.shutdown()
+    done.wait()
+    if batcher is not None:
+        batcher.close()
+    manager.stop()
+    log.info("Server stopped")
+    return 0

@@ -1,0 +1,283 @@
+"""The server's request handling, shared by the gRPC and REST front ends.
+
+Every method takes and returns `tensorflow_serving.apis` messages and raises `ServingError` with TF
+Serving's code and text, so both front ends only translate transport.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    predict_pb2,
+    regression_pb2,
+)
+
+from serving import errors
+from serving.config import files as config_lib
+from serving.model_servers.metrics import Metrics
+from serving.servables import predict
+
+log = logging.getLogger("serving")
+
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+
+
+class Core:
+    """Resolves model specs through the version manager and runs the TF Serving APIs."""
+
+    def __init__(
+        self,
+        manager,
+        *,
+        metrics: Metrics | None = None,
+        batcher=None,
+        tensor_content: bool = False,
+        method_check: bool = False,
+        base_path_map: str = "",
+        warmup_iterations: int = 1,
+    ):
+        self.manager = manager
+        self.metrics = metrics or Metrics()
+        self.batcher = batcher
+        self.tensor_content = tensor_content
+        self.method_check = method_check
+        self.base_path_map = base_path_map
+        self.warmup_iterations = max(1, warmup_iterations)
+
+    # -- model spec resolution ---------------------------------------------------------------
+
+    @staticmethod
+    def _require_spec(request) -> None:
+        if not request.HasField("model_spec"):
+            raise errors.invalid_argument("Missing ModelSpec")
+
+    def servable(self, model_spec):
+        """Holds the servable a ModelSpec names (TF Serving's `ServableRequestFromModelSpec`)."""
+        if not model_spec.name:
+            raise errors.invalid_argument("ModelSpec has no name specified.")
+        choice = model_spec.WhichOneof("version_choice")
+        if choice == "version":
+            return self.manager.handle(model_spec.name, version=model_spec.version.value)
+        if choice == "version_label":
+            return self.manager.handle(model_spec.name, label=model_spec.version_label)
+        return self.manager.handle(model_spec.name)
+
+    @contextlib.contextmanager
+    def _measure(self, request, api: str, entrypoint: str):
+        """Counts the request and records its latency, as TF Serving does per model."""
+        start = time.perf_counter()
+        model = request.model_spec.name if request.HasField("model_spec") else ""
+        try:
+            yield
+        except errors.ServingError as error:
+            self.metrics.request_count.inc(model, error.code.name)
+            raise
+        except Exception as error:  # a bug must still answer, as INTERNAL, and be logged
+            log.exception("%s failed", api)
+            self.metrics.request_count.inc(model, "INTERNAL")
+            raise errors.internal(f"{type(error).__name__}: {error}") from error
+        self.metrics.request_count.inc(model, "OK")
+        latency_us = (time.perf_counter() - start) * 1e6
+        self.metrics.request_latency.observe(latency_us, model, api, entrypoint)
+
+    # -- PredictionService -------------------------------------------------------------------
+
+    def _runner(self, servable):
+        def run(key, arrays, names):
+            start = time.perf_counter()
+            if self.batcher is None:
+                outputs = servable.run(key, arrays)
+            else:
+                batch_key = (servable.name, servable.version, key, tuple(names))
+                outputs = self.batcher.run(batch_key, arrays, lambda a: servable.run(key, a))
+            latency_us = (time.perf_counter() - start) * 1e6
+            self.metrics.runtime_latency.observe(latency_us, servable.name, "Predict", "TF2")
+            return outputs
+
+        return run
+
+    def predict(
+        self, request: predict_pb2.PredictRequest, entrypoint: str = "GRPC"
+    ) -> predict_pb2.PredictResponse:
+        with self._measure(request, "Predict", entrypoint):
+            self._require_spec(request)
+            with self.servable(request.model_spec) as servable:
+                return self.predict_on(servable, request)
+
+    def predict_on(
+        self, servable, request: predict_pb2.PredictRequest
+    ) -> predict_pb2.PredictResponse:
+        """Predict on a servable already in hand (warmup uses this before AVAILABLE)."""
+        return predict.predict(
+            servable,
+            request,
+            run=self._runner(servable),
+            tensor_content=self.tensor_content,
+            method_check=self.method_check,
+        )
+
+    def signature_inputs(self, model_spec, signature_name: str):
+        """The input TensorInfo map REST needs before it can parse JSON."""
+        key = signature_name or predict.DEFAULT_SIGNATURE
+        with self.servable(model_spec) as servable:
+            if key not in servable.signature_defs:
+                raise errors.invalid_argument(
+                    f'Serving signature name: "{key}" not found in signature def'
+                )
+            return servable.signature_defs[key].inputs
+
+    def get_model_metadata(
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, entrypoint: str = "GRPC"
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        with self._measure(request, "GetModelMetadata", entrypoint):
+            self._require_spec(request)
+            if not request.metadata_field:
+                raise errors.invalid_argument(
+                    "GetModelMetadataRequest must specify at least one metadata_field"
+                )
+            for field in request.metadata_field:
+                if field != "signature_def":
+                    raise errors.invalid_argument(f"Metadata field {field} is not supported")
+            with self.servable(request.model_spec) as servable:
+                response = get_model_metadata_pb2.GetModelMetadataResponse()
+                response.model_spec.name = request.model_spec.name
+                response.model_spec.version.value = servable.version
+                signatures = get_model_metadata_pb2.SignatureDefMap()
+                for key, value in servable.signature_defs.items():
+                    signatures.signature_def[key].CopyFrom(value)
+                response.metadata["signature_def"].Pack(signatures)
+                return response
+
+    def _inference_signature(self, servable, name: str, method: str, api: str):
+        key = name or predict.DEFAULT_SIGNATURE
+        signature = servable.signature_defs.get(key)
+        if signature is None:
+            raise errors.invalid_argument(f"No signature was found with the name: {key}")
+        if signature.method_name != method:
+            raise errors.invalid_argument(
+                f"Expected {api} signature method_name to be {method}. Was: {signature.method_name}"
+            )
+        # Our models export Predict signatures only; tf.Example parsing is not implemented.
+        raise errors.unimplemented(
+            f"{api.capitalize()} signatures are not supported by the embedded model server; "
+            "use Predict"
+        )
+
+    def classify(self, request: classification_pb2.ClassificationRequest, entrypoint: str = "GRPC"):
+        with self._measure(request, "Classify", entrypoint):
+            self._require_spec(request)
+            with self.servable(request.model_spec) as servable:
+                name = request.model_spec.signature_name
+                self._inference_signature(servable, name, CLASSIFY_METHOD, "classification")
+
+    def regress(self, request: regression_pb2.RegressionRequest, entrypoint: str = "GRPC"):
+        with self._measure(request, "Regress", entrypoint):
+            self._require_spec(request)
+            with self.servable(request.model_spec) as servable:
+                name = request.model_spec.signature_name
+                self._inference_signature(servable, name, REGRESS_METHOD, "regression")
+
+    def multi_inference(
+        self, request: inference_pb2.MultiInferenceRequest, entrypoint: str = "GRPC"
+    ) -> inference_pb2.MultiInferenceResponse:
+        with contextlib.ExitStack() as stack:
+            if not request.tasks:
+                raise errors.invalid_argument("Expected at least one task")
+            spec = request.tasks[0].model_spec
+            seen = set()
+            for task in request.tasks:
+                if task.model_spec.name != spec.name:
+                    raise errors.invalid_argument(
+                        "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+                    )
+                if task.model_spec.signature_name in seen:
+                    raise errors.invalid_argument(
+                        f"Duplicate evaluation of signature: {task.model_spec.signature_name}"
+                    )
+                seen.add(task.model_spec.signature_name)
+            servable = stack.enter_context(self.servable(spec))
+            for task in request.tasks:
+                key = task.model_spec.signature_name or predict.DEFAULT_SIGNATURE
+                signature = servable.signature_defs.get(key)
+                if signature is None:
+                    raise errors.invalid_argument(
+                        f"Requested signature not found in model graph: {key}"
+                    )
+                if signature.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
+                    raise errors.unimplemented(
+                        f"Unsupported signature method_name: {signature.method_name}"
+                    )
+            raise errors.unimplemented(
+                "MultiInference is not supported by the embedded model server; use Predict"
+            )
+
+    # -- ModelService ------------------------------------------------------------------------
+
+    def get_model_status(
+        self, request: get_model_status_pb2.GetModelStatusRequest, entrypoint: str = "GRPC"
+    ) -> get_model_status_pb2.GetModelStatusResponse:
+        self._require_spec(request)
+        version = (
+            request.model_spec.version.value if request.model_spec.HasField("version") else None
+        )
+        response = get_model_status_pb2.GetModelStatusResponse()
+        response.model_version_status.extend(self.manager.status(request.model_spec.name, version))
+        return response
+
+    def reload_config(
+        self, request: model_management_pb2.ReloadConfigRequest
+    ) -> model_management_pb2.ReloadConfigResponse:
+        """Replaces the model list and blocks until newly added models are available."""
+        if request.config.WhichOneof("config") != "model_config_list":
+            raise errors.invalid_argument(
+                "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+                "ModelConfigList is currently supported"
+            )
+        self.apply_config(request.config)
+        response = model_management_pb2.ReloadConfigResponse()
+        response.status.error_code = 0
+        return response
+
+    def apply_config(self, model_server_config) -> None:
+        """Hands a ModelServerConfig (after `--base_path_map`) to the version manager."""
+        self.manager.reload_config(
+            config_lib.map_base_paths(model_server_config, self.base_path_map)
+        )
+
+    def warmup(self, servable) -> None:
+        """Replays `assets.extra/tf_serving_warmup_requests`; any failure fails the load."""
+        from serving.servables.saved_model import read_warmup_requests
+
+        start = time.perf_counter()
+        status = "OK"
+        try:
+            records = read_warmup_requests(servable.path)
+            for log_entry in records:
+                for _ in range(self.warmup_iterations):
+                    self.predict_on(servable, log_entry.predict_log.request)
+            if records:
+                log.info(
+                    "Finished reading warmup data for model at %s. Number of warmup records "
+                    "read: %d. Elapsed time (microseconds): %d.",
+                    servable.path,
+                    len(records),
+                    (time.perf_counter() - start) * 1e6,
+                )
+        except errors.ServingError as error:
+            status = error.code.name
+            raise
+        finally:
+            latency_us = (time.perf_counter() - start) * 1e6
+            self.metrics.model_warmup_latency.observe(latency_us, str(servable.path), status)
+
+    def metrics_text(self) -> str:
+        return self.metrics.render()

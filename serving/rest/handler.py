@@ -1,0 +1,241 @@
+"""TF Serving's REST API (`model_servers/http_rest_api_handler.cc`) on the standard library."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import os
+import re
+import threading
+from urllib.parse import unquote
+
+import grpc
+from google.protobuf import json_format
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    predict_pb2,
+    regression_pb2,
+)
+
+from serving.errors import ServingError, invalid_argument
+from serving.rest.http import JSON_TYPE, DrainingHTTPServer
+from serving.rest.json.examples import parse_examples_request
+from serving.rest.json.response import (
+    classification_json,
+    error_json,
+    predict_response_json,
+    regression_json,
+)
+from serving.rest.json.tensor import parse_predict_request
+from serving.tensors import from_numpy, to_numpy
+
+log = logging.getLogger(__name__)
+
+# `http_rest_api_util.h`/`.cc`, verbatim; RE2 is case-insensitive here and `\d` is ASCII only.
+_FLAGS = re.IGNORECASE | re.ASCII
+_API_PATH = re.compile(r"/v1/.*", _FLAGS | re.DOTALL)
+_POST_PATH = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    _FLAGS,
+)
+_GET_PATH = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:\/(metadata))?",
+    _FLAGS,
+)
+_ORIGIN = re.compile(r"https?://")
+_INT64_MAX = 2**63 - 1
+METRICS_TYPE = "text/plain; version=0.0.4"
+# libevent's `evhttp_send_error(req, HTTP_NOTFOUND, nullptr)` page for paths outside /v1/.
+NOT_FOUND_PAGE = (
+    b"<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n"
+    b"</BODY></HTML>\n"
+)
+# TF's DirectSession message when `RunOptions.timeout_in_ms` expires.
+TIMEOUT_MESSAGE = "Timed out waiting for notification"
+
+
+class RestServer:
+    """The REST front end: HTTP/1.1 keep-alive, one thread per connection, core calls timed out.
+
+    Args:
+        core: The server core (`predict`, `classify`, `regress`, `get_model_metadata`,
+            `get_model_status`, `signature_inputs`, `metrics_text`).
+        host: Address to bind; `""` or `0.0.0.0` for all IPv4 interfaces, IPv6 if it has `:`.
+        port: Port to bind now (0 picks a free one, see `port`); it accepts only after `start()`.
+        timeout_ms: `--rest_api_timeout_in_ms`; a core call still running after this answers
+            504. Zero or less waits for ever.
+        monitoring_path: Where Prometheus text is served, or None for no metrics endpoint.
+        num_threads: Worker threads for core calls (`--rest_api_num_threads`).
+    """
+
+    def __init__(
+        self,
+        core,
+        host: str,
+        port: int,
+        *,
+        timeout_ms: int = 30000,
+        monitoring_path: str | None = None,
+        num_threads: int = 4 * (os.cpu_count() or 1),
+    ):
+        self._core = core
+        self._timeout = timeout_ms / 1000 if timeout_ms > 0 else None
+        self._monitoring_path = monitoring_path
+        # --rest_api_num_threads: how many REST calls run the model at once.
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, num_threads), thread_name_prefix="rest-core"
+        )
+        self._httpd = DrainingHTTPServer.create(host, port, self)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful after asking for port 0)."""
+        return self._httpd.server_address[1]
+
+    def start(self) -> None:
+        """Starts listening and serves in a background daemon thread."""
+        self._httpd.server_activate()
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        """Stops accepting, lets in-flight requests finish, then closes idle connections."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+        self._httpd.server_close()
+        self._httpd.drain()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def respond(
+        self, method: str, path: str, headers, body: bytes
+    ) -> tuple[int, bytes, str | None]:
+        """Answers one request: (HTTP status, body, content type or None for no header)."""
+        if self._monitoring_path is not None and path == self._monitoring_path:
+            return 200, self._core.metrics_text().encode(), METRICS_TYPE
+        if not _API_PATH.fullmatch(path):
+            return 404, NOT_FOUND_PAGE, "text/html"
+        if method == "OPTIONS":
+            # A CORS preflight: no body and no JSON content type, as in `http_server.cc`.
+            return (200 if _ORIGIN.search(headers.get("Origin", "")) else 400), b"", None
+        status, text = self.handle(method, path, body)
+        return status, text.encode("utf-8", "surrogateescape"), JSON_TYPE
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, str]:
+        """One /v1/ request (`HttpRestApiHandler::ProcessRequest`): (HTTP status, JSON text)."""
+        try:
+            return 200, self._process(method, path, body)
+        except ServingError as error:
+            return error.http_status, error_json(error.message)
+
+    def _call(self, function, *args, **kwargs):
+        """Runs a core call on the worker pool, giving up after the REST timeout."""
+        future = self._pool.submit(function, *args, **kwargs)
+        try:
+            return future.result(timeout=self._timeout)
+        except concurrent.futures.TimeoutError:
+            # Python cannot stop the model mid-run; the answer goes back now, the work finishes.
+            future.cancel()
+            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, TIMEOUT_MESSAGE) from None
+
+    def _process(self, method: str, path: str, body: bytes) -> str:
+        groups, parsed = ("", "", "", ""), None
+        if method == "POST":
+            parsed = _POST_PATH.fullmatch(path)
+        elif method == "GET":
+            parsed = _GET_PATH.fullmatch(path)
+        if parsed:
+            groups = tuple(group or "" for group in parsed.groups())
+        spec = _model_spec(*groups[:3])
+        action = groups[3]
+        # Like TF Serving, the action must be lower case although the path regex is not.
+        if method == "POST" and parsed and action in ("predict", "classify", "regress"):
+            return getattr(self, "_" + action)(spec, body)
+        if method == "GET" and parsed:
+            if not spec.name:
+                raise invalid_argument("Missing model name in request.")
+            if action == "metadata":
+                return self._metadata(spec)
+            return self._status(spec)
+        raise invalid_argument(f"Malformed request: {method} {path}")
+
+    def _predict(self, spec: model_pb2.ModelSpec, body: bytes) -> str:
+        def inputs_of(signature: str):
+            return self._core.signature_inputs(spec, signature)
+
+        signature, request_format, arrays = parse_predict_request(body, inputs_of)
+        request = predict_pb2.PredictRequest(model_spec=spec)
+        request.model_spec.signature_name = signature
+        for alias, array in arrays.items():
+            request.inputs[alias].CopyFrom(from_numpy(array, tensor_content=True))
+        response = self._call(self._core.predict, request, entrypoint="REST")
+        outputs = {alias: to_numpy(tensor, alias) for alias, tensor in response.outputs.items()}
+        return predict_response_json(outputs, request_format)
+
+    def _classify(self, spec: model_pb2.ModelSpec, body: bytes) -> str:
+        signature, request_input = parse_examples_request(body)
+        request = classification_pb2.ClassificationRequest(model_spec=spec, input=request_input)
+        request.model_spec.signature_name = signature
+        response = self._call(self._core.classify, request, entrypoint="REST")
+        return classification_json(response.result)
+
+    def _regress(self, spec: model_pb2.ModelSpec, body: bytes) -> str:
+        signature, request_input = parse_examples_request(body)
+        request = regression_pb2.RegressionRequest(model_spec=spec, input=request_input)
+        request.model_spec.signature_name = signature
+        response = self._call(self._core.regress, request, entrypoint="REST")
+        return regression_json(response.result)
+
+    def _status(self, spec: model_pb2.ModelSpec) -> str:
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
+        response = self._call(self._core.get_model_status, request, entrypoint="REST")
+        return _proto_json(response, preserve_names=False)
+
+    def _metadata(self, spec: model_pb2.ModelSpec) -> str:
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=spec, metadata_field=["signature_def"]
+        )
+        response = self._call(self._core.get_model_metadata, request, entrypoint="REST")
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        if not response.metadata["signature_def"].Unpack(signatures):
+            raise ServingError(
+                grpc.StatusCode.INTERNAL, "Failed to unpack 'Any' object to 'SignatureDefMap'."
+            )
+        # TF Serving assembles this by hand (`ToJsonString`), hence the doubled key.
+        return (
+            '{\n"model_spec":'
+            + _proto_json(response.model_spec)
+            + ',\n"metadata": {"signature_def": '
+            + _proto_json(signatures)
+            + "}\n}\n"
+        )
+
+
+def _model_spec(name: str, version: str, label: str) -> model_pb2.ModelSpec:
+    """`ParseModelInfo` + `FillModelSpecWithNameVersionAndLabel`, URL-decoding name and label."""
+    spec = model_pb2.ModelSpec(name=unquote(name))
+    if version:
+        number = int(version)
+        if number > _INT64_MAX:
+            raise invalid_argument(f"Failed to convert version: {version} to numeric.")
+        spec.version.value = number
+    if label:
+        spec.version_label = unquote(label)
+    return spec
+
+
+def _proto_json(message, *, preserve_names: bool = True) -> str:
+    """Protobuf's C++ JSON printer with `add_whitespace` and every field printed."""
+    data = json_format.MessageToDict(
+        message,
+        always_print_fields_with_no_presence=True,
+        preserving_proto_field_name=preserve_names,
+    )
+    return json.dumps(data, indent=1, ensure_ascii=False) + "\n"

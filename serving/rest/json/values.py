@@ -1,0 +1,181 @@
+"""JSON values (scalars, nested lists, base64 objects) to arrays of a signature dtype."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from typing import Any
+
+import numpy as np
+from tensorflow.core.framework import types_pb2
+
+from serving.errors import ServingError, invalid_argument, unimplemented
+from serving.rest.json.text import debug_string, json_type
+from serving.tensors import dtype_name, numpy_dtype
+
+_INT32 = (types_pb2.DT_INT32, types_pb2.DT_INT16, types_pb2.DT_INT8, types_pb2.DT_UINT8)
+# Inclusive integer ranges rapidjson's IsInt/IsInt64/IsUint/IsUint64 accept, per signature dtype.
+_INT_RANGES = {
+    **dict.fromkeys(_INT32, (-(2**31), 2**31 - 1)),
+    types_pb2.DT_INT64: (-(2**63), 2**63 - 1),
+    types_pb2.DT_UINT32: (0, 2**32 - 1),
+    types_pb2.DT_UINT64: (0, 2**64 - 1),
+}
+_FLOATS = (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE)
+_OTHER_FAST = (types_pb2.DT_BOOL, types_pb2.DT_STRING)
+
+
+def is_b64(value: Any) -> bool:
+    """`IsValBase64Object`: exactly one key, `b64`, holding a string."""
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def decode_b64(value: Any) -> bytes:
+    """`JsonDecodeBase64Object`, accepting what absl::Base64Unescape accepts."""
+    if not is_b64(value):
+        raise invalid_argument(
+            f"JSON Value: {debug_string(value)} not formatted correctly for base64 data"
+        )
+    text = "".join(value["b64"].split())
+    # absl accepts missing padding; Python insists on it, so pad first.
+    if len(text) % 4 == 1:
+        raise invalid_argument("Unable to base64 decode")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid_argument("Unable to base64 decode") from None
+
+
+def dense_shape(value: Any) -> tuple[int, ...]:
+    """`GetDenseTensorShape`: follow the first element of each nested list."""
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return tuple(shape)
+
+
+def to_array(value: Any, dtype: int) -> np.ndarray:
+    """One JSON value (scalar or nested lists) as an array of a signature dtype (`FillTensorProto`).
+
+    Raises:
+        ServingError: TF Serving's text for ragged lists, wrong JSON types, bad base64, or
+            UNIMPLEMENTED for dtypes JSON cannot carry (half, bfloat16, complex, ...).
+    """
+    shape = dense_shape(value)
+    array = fast_array(value, shape, dtype)
+    if array is not None:
+        return array
+    values: list = []
+    try:
+        _fill(value, 0, shape, dtype, values)
+    except RecursionError:
+        raise invalid_argument("JSON Value is nested too deeply to be a tensor") from None
+    if dtype == types_pb2.DT_STRING:
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
+        return array.reshape(shape)
+    with np.errstate(over="ignore"):
+        if dtype in _INT_RANGES:
+            wide = np.array(values, dtype=np.uint64 if dtype == types_pb2.DT_UINT64 else np.int64)
+            # Narrow ints wrap like the C++ static_cast in Tensor::FromProto.
+            return wide.astype(numpy_dtype(dtype)).reshape(shape)
+        return np.array(values, dtype=numpy_dtype(dtype)).reshape(shape)
+
+
+def _fill(value: Any, level: int, shape: tuple[int, ...], dtype: int, out: list) -> None:
+    """`FillTensorProto`: the exact walk and error texts, used when the fast path declines."""
+    rank = len(shape)
+    if not isinstance(value, list):
+        if level != rank:
+            raise invalid_argument(
+                f"JSON Value: {debug_string(value)} found at incorrect level: {level + 1} "
+                f"in the JSON DOM. Expected at level: {rank}"
+            )
+        if isinstance(value, dict):
+            if dtype != types_pb2.DT_STRING:
+                raise _type_error(value, dtype)
+            out.append(decode_b64(value))
+        else:
+            out.append(_scalar(value, dtype))
+        return
+    if level >= rank:
+        raise invalid_argument(f"Encountered list at unexpected level: {level} expected < {rank}")
+    if len(value) != shape[level]:
+        raise invalid_argument(
+            f"Encountered list at unexpected size: {len(value)} at level: {level} "
+            f"expected size: {shape[level]}"
+        )
+    for item in value:
+        _fill(item, level + 1, shape, dtype, out)
+
+
+def _type_error(value: Any, dtype: int) -> ServingError:
+    return invalid_argument(
+        f"JSON Value: {debug_string(value)} Type: {json_type(value)} "
+        f"is not of expected type: {dtype_name(dtype)}"
+    )
+
+
+def _scalar(value: Any, dtype: int) -> Any:
+    """`AddValueToTensor`: one JSON scalar checked against the signature dtype."""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if dtype in _FLOATS:
+        if not is_number:
+            raise _type_error(value, dtype)
+        try:
+            return float(value)
+        except OverflowError:
+            # rapidjson stores such integers as doubles, which overflow to infinity.
+            return math.copysign(math.inf, value)
+    if dtype in _INT_RANGES:
+        low, high = _INT_RANGES[dtype]
+        if not (isinstance(value, int) and is_number and low <= value <= high):
+            raise _type_error(value, dtype)
+        return value
+    if dtype == types_pb2.DT_STRING:
+        if not isinstance(value, str):
+            raise _type_error(value, dtype)
+        return value.encode("utf-8", "surrogateescape")
+    if dtype == types_pb2.DT_BOOL:
+        if not isinstance(value, bool):
+            raise _type_error(value, dtype)
+        return value
+    raise unimplemented(
+        f"Conversion of JSON Value: {debug_string(value)} to type: {dtype_name(dtype)}"
+    )
+
+
+def fast_array(value: Any, shape: tuple[int, ...], dtype: int) -> np.ndarray | None:
+    """Converts a rectangular, correctly typed value in bulk; None means "walk it instead"."""
+    if not shape or not (dtype in _FLOATS or dtype in _INT_RANGES or dtype in _OTHER_FAST):
+        return None
+    try:
+        objects = np.array(value, dtype=object)
+    except (ValueError, RecursionError):
+        return None
+    if objects.shape != shape:
+        return None
+    kinds = set(map(type, objects.ravel().tolist()))
+    try:
+        if dtype in _FLOATS and kinds <= {int, float}:
+            with np.errstate(over="ignore"):
+                return objects.astype(np.float64).astype(numpy_dtype(dtype))
+        if dtype in _INT_RANGES and kinds <= {int}:
+            wide = objects.astype(np.int64)
+            low, high = _INT_RANGES[dtype]
+            if wide.size and (wide.min() < low or wide.max() > high):
+                return None
+            return wide.astype(numpy_dtype(dtype))
+        if dtype == types_pb2.DT_BOOL and kinds <= {bool}:
+            return objects.astype(np.bool_)
+        if dtype == types_pb2.DT_STRING and kinds <= {str}:
+            flat = objects.ravel()
+            flat[:] = [text.encode("utf-8", "surrogateescape") for text in flat.tolist()]
+            return flat.reshape(shape)
+    except OverflowError:
+        pass
+    return None

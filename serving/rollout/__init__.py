@@ -1,0 +1,1 @@
+"""The rollout tool: an operator's client of ModelService (`python -m serving.rollout`)."""

@@ -1,0 +1,150 @@
+"""Predict on one loaded version, with TF Serving's checks in TF Serving's order and texts.
+
+The order follows `predict_util.cc`: signature lookup, input count, input aliases and tensor
+parsing, output filter, then the run (where TF itself reports dtype and shape errors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+from tensorflow_serving.apis import predict_pb2
+
+from serving import errors, tensors
+
+DEFAULT_SIGNATURE = "serving_default"
+
+# (signature inputs, run) -> outputs; the batching scheduler slots in here.
+Runner = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def signature_def(servable, name: str):
+    """The SignatureDef `name` ("" means serving_default), or gRPC's FAILED_PRECONDITION."""
+    key = name or DEFAULT_SIGNATURE
+    try:
+        return key, servable.signature_defs[key]
+    except KeyError:
+        raise errors.failed_precondition(f'Serving signature key "{key}" not found.') from None
+
+
+def _join(names) -> str:
+    return ",".join(sorted(names))
+
+
+def check_input_count(signature, request_keys) -> None:
+    """`VerifyRequestInputsSize`: too many inputs, or too few when there are no defaults."""
+    wanted = set(signature.inputs.keys())
+    sent = set(request_keys)
+    has_defaults = bool(getattr(signature, "defaults", None))
+    if len(sent) > len(wanted) or (len(sent) < len(wanted) and not has_defaults):
+        raise errors.invalid_argument(
+            f"input size does not match signature: {len(sent)}!={len(wanted)} "
+            f"len({{{_join(sent)}}}) != len({{{_join(wanted)}}}). "
+            f"Sent extra: {{{_join(sent - wanted)}}}. "
+            f"Missing but required: {{{_join(wanted - sent)}}}."
+        )
+
+
+def decode_inputs(signature, request_inputs) -> dict[str, np.ndarray]:
+    """Maps every signature input to a request tensor (TF's `GetInputValues`)."""
+    arrays = {}
+    for alias in sorted(signature.inputs.keys()):
+        if alias not in request_inputs:
+            raise errors.invalid_argument(
+                f"Signature input alias: {alias}(feed name: {signature.inputs[alias].name}) not "
+                "found in request and no default value provided. Inputs expected to be in the "
+                f"request {{{_join(request_inputs.keys())}}}, or default input alias set: "
+            )
+        arrays[alias] = tensors.to_numpy(request_inputs[alias], alias)
+    unused = set(request_inputs.keys()) - set(arrays)
+    if unused:
+        raise errors.invalid_argument(
+            f"Inputs contains invalid name. Used request inputs: {_join(arrays)}, "
+            f"request input: {_join(unused)}"
+        )
+    return arrays
+
+
+def output_names(signature, output_filter) -> list[str]:
+    """The outputs to return: the filter (checked) or every output of the signature."""
+    if not output_filter:
+        return sorted(signature.outputs.keys())
+    seen: list[str] = []
+    for alias in output_filter:
+        if alias not in signature.outputs:
+            raise errors.invalid_argument(
+                f"output tensor alias not found in signature: {alias} Outputs expected to be in "
+                f"the set {{{_join(signature.outputs.keys())}}}."
+            )
+        if alias in seen:
+            raise errors.invalid_argument(f"duplicate output tensor alias: {alias}")
+        seen.append(alias)
+    return seen
+
+
+def check_dtypes(signature, arrays: Mapping[str, np.ndarray]) -> None:
+    """The TF runtime's argument check: `Expects arg[i] to be float but double is provided`."""
+    for index, alias in enumerate(sorted(signature.inputs.keys())):
+        expected = signature.inputs[alias].dtype
+        given = tensors.data_type(arrays[alias].dtype)
+        if given != expected:
+            raise errors.invalid_argument(
+                f"Expects arg[{index}] to be {tensors.dtype_name(expected)} but "
+                f"{tensors.dtype_name(given)} is provided"
+            )
+
+
+def check_method(signature, enabled: bool) -> None:
+    """`--enable_signature_method_name_check`: only predict/classify/regress signatures."""
+    allowed = (
+        "tensorflow/serving/predict",
+        "tensorflow/serving/classify",
+        "tensorflow/serving/regress",
+    )
+    if enabled and signature.method_name not in allowed:
+        raise errors.internal(
+            f"Expected prediction signature method_name to be one of {{{', '.join(allowed)}}}. "
+            f"Was: {signature.method_name}"
+        )
+
+
+def predict(
+    servable,
+    request: predict_pb2.PredictRequest,
+    *,
+    run: Callable[[str, Mapping[str, np.ndarray], list[str]], dict[str, np.ndarray]] | None = None,
+    tensor_content: bool = False,
+    method_check: bool = False,
+) -> predict_pb2.PredictResponse:
+    """Runs a PredictRequest on `servable` and builds the PredictResponse.
+
+    Args:
+        servable: the loaded version (`serving.servables.saved_model.Servable`).
+        request: the request; its model_spec has already been resolved to `servable`.
+        run: `(signature_key, inputs, output_names) -> outputs`; defaults to the servable itself.
+            The server passes the batching scheduler here when batching is on.
+        tensor_content: serialise outputs as `tensor_content` instead of typed `*_val` fields.
+        method_check: `--enable_signature_method_name_check`.
+
+    Raises:
+        ServingError: with TF Serving's code and text.
+    """
+    key, signature = signature_def(servable, request.model_spec.signature_name)
+    check_method(signature, method_check)
+    check_input_count(signature, request.inputs.keys())
+    arrays = decode_inputs(signature, request.inputs)
+    names = output_names(signature, request.output_filter)
+    check_dtypes(signature, arrays)
+    outputs = servable.run(key, arrays) if run is None else run(key, arrays, names)
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = request.model_spec.name or servable.name
+    response.model_spec.signature_name = key
+    response.model_spec.version.value = servable.version
+    for name in names:
+        if name not in outputs:
+            raise errors.unknown("Predict internal error")
+        tensors.from_numpy(
+            np.asarray(outputs[name]), tensor_content=tensor_content, out=response.outputs[name]
+        )
+    return response
