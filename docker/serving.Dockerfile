@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Production model server: the official TensorFlow Serving image, at the version that matches
-# the tensorflow-serving-api pin in pyproject.toml (tests/test_docker.py checks the two agree).
+# the tensorflow-serving-api pin in pyproject.toml (tests/docker/test_docker.py checks the two agree).
 # Models are not baked in: docker-compose.yml mounts ../models read-only at /models.
 FROM tensorflow/serving:2.21.0
 

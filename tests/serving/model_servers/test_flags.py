@@ -27,7 +27,7 @@ from serving.model_servers.flags import (
     usage,
 )
 
-SERVING_DIR = Path(__file__).resolve().parent.parent / "serving"
+SERVING_DIR = Path(__file__).resolve().parents[3] / "serving"
 
 
 # --- flags: parse_flags ---------------------------------------------------------------------

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from tests.server_process import ROOT
+from tests.support import ROOT
 
 # Installed first in the child: any import of TensorFlow (or the TF Serving API, which needs it)
 # fails as it would in a slim install without them.

@@ -1,4 +1,4 @@
-"""Tests for serving/servable.py: loading known-answer SavedModels, running them, warmup files."""
+"""Tests for serving/servables/saved_model.py: loading known-answer SavedModels, running them, warmup files."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from serving.servables.saved_model import (
     load_servable,
     read_warmup_requests,
 )
-from tests.known_models import corrupt_version, tf, write_known_model
+from tests.support import corrupt_version, tf, write_known_model
 
 F32 = np.float32
 

@@ -14,7 +14,7 @@ from client import transport as transport_module
 from client.errors import ClientError
 from client.rest_transport import RestTransport
 from client.transport import GrpcTransport
-from tests.server_process import free_port
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Tests for the version manager (serving/manager.py) on real known-answer SavedModels."""
+"""Tests for the version manager (serving/core/manager.py) on real known-answer SavedModels."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from serving.core import config_checks, versions
 from serving.core.manager import ModelManager
 from serving.errors import ServingError
 from serving.servables.saved_model import load_servable, read_warmup_requests
-from tests.known_models import corrupt_version, tf, write_known_model
+from tests.support import corrupt_version, tf, write_known_model
 
 integration = pytest.mark.integration
 State = get_model_status_pb2.ModelVersionStatus.State

@@ -1,4 +1,4 @@
-"""Server-side batching (serving/batching.py) and the batching/monitoring config protos."""
+"""Server-side batching (serving/batching/) and the batching/monitoring config protos."""
 
 from __future__ import annotations
 

@@ -21,8 +21,14 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.tensors import from_numpy, to_numpy
-from tests.known_models import corrupt_version, write_known_model
-from tests.server_process import ROOT, ServerProcess, port_open, wait_for
+from tests.support import (
+    ROOT,
+    ServerProcess,
+    corrupt_version,
+    port_open,
+    wait_for,
+    write_known_model,
+)
 
 pytestmark = pytest.mark.integration
 

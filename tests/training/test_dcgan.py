@@ -19,7 +19,7 @@ from training.data import digits
 from training.errors import ConfigError
 
 TINY = dcgan.PRESETS["tiny"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_seed_is_the_tf_tutorial_network():

@@ -20,7 +20,7 @@ from common.quiet import import_tensorflow
 from export import publish
 from export.check import png_bytes, sample_image
 from serving.tensors import from_numpy, to_numpy
-from tests.server_process import ROOT, ServerProcess
+from tests.support import ROOT, ServerProcess
 from training.runner import load_run
 
 pytestmark = pytest.mark.integration

@@ -192,7 +192,7 @@ class Traffic(threading.Thread):
 
     def served(self, phase: str, n: int = 5) -> dict[str | None, set[tuple[int, float]]]:
         """Waits for n answers per live label in `phase`: label -> {(version, y)}."""
-        from tests.server_process import wait_for
+        from tests.support import wait_for
 
         labels = (None, "stable", "canary") if self.canary_on else (None, "stable")
 
@@ -210,8 +210,7 @@ class Traffic(threading.Thread):
 
 @pytest.mark.integration
 def test_canary_promote_rollback_without_a_failed_request(tmp_path, capsys):
-    from tests.known_models import corrupt_version, write_known_model
-    from tests.server_process import ServerProcess
+    from tests.support import ServerProcess, corrupt_version, write_known_model
 
     base = tmp_path / "models"
     write_known_model(base / "half", 1, b=2.0)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "docker-compose.yml"
 DOCKERFILES = ["serving.Dockerfile", "trainer.Dockerfile", "client.Dockerfile"]
@@ -155,7 +155,7 @@ def test_compose_command_serves_all_models(tiny_runs, tmp_path):
     from urllib.request import urlopen
 
     from export.publish import export_run
-    from tests.server_process import ServerProcess, free_port, wait_for
+    from tests.support import ServerProcess, free_port, wait_for
 
     models = tmp_path / "models"
     for model in MODELS:

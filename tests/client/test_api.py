@@ -14,7 +14,7 @@ from client.api import ServingClient
 from client.errors import ClientError
 from export import publish
 from export.check import png_bytes, sample_image
-from tests.server_process import ROOT, ServerProcess, free_port
+from tests.support import ROOT, ServerProcess, free_port
 from training.runner import load_run
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from skimage import data as skdata
 from client import cli
 from client.pictures import color_instances, draw_box, overlay_mask, sample_grid
 from common.contract import DEFAULT_CLASS_NAMES
-from tests.server_process import ROOT, ServerProcess, free_port
+from tests.support import ROOT, ServerProcess, free_port
 from training.data.cars import render_car
 
 integration = pytest.mark.integration
