@@ -27,6 +27,7 @@ from client.errors import ClientError
 from client.fallbacks import METHODS
 from client.pictures import color_instances, draw_box, overlay_mask, sample_grid
 from client.preprocess import load_rgb
+from common.cli import Parser, parse_args
 
 # Exit statuses: some images failed; usage (argparse's own); the server failed, no fallback.
 EXIT_SOME_FAILED, EXIT_USAGE, EXIT_SERVER = 1, 2, 3
@@ -39,10 +40,9 @@ class UnreadableImageError(Exception):
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status (0, 1 some images failed, 2, 3)."""
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # keep in-process callers (the demo, tests) alive
-        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    args = parse_args(parser, argv)
+    if isinstance(args, int):
+        return args
     try:
         client = _make_client(args)
         with client:
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `python -m client` argument parser, one sub-command per call."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m client", description="Call the served unet, localizer and generator."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

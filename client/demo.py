@@ -7,7 +7,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -19,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from client import cli
+from common.cli import Parser, parse_args
 
 MODELS = ("unet", "localizer", "generator")
 # EXIF tag 0x0112: orientation 6 means "rotate 90 degrees clockwise to view".
@@ -27,13 +27,12 @@ EXIF_ORIENTATION, ROTATE_CW = 0x0112, 6
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the demo; returns 0 when every step worked, 1 otherwise (no server, a failed step)."""
-    parser = argparse.ArgumentParser(prog="python -m client.demo", description=__doc__)
+    parser = Parser(prog="python -m client.demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("out"), help="output root (default out)")
     parser.add_argument("--server", default="127.0.0.1:8500", metavar="HOST:PORT")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 2
+    args = parse_args(parser, argv)
+    if isinstance(args, int):
+        return args
     if not listening(args.server):
         print(
             f"demo: nothing listens on {args.server}; run `make serve` in another terminal "

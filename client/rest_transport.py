@@ -10,8 +10,8 @@ import urllib.parse
 import weakref
 from typing import Any
 
-from client import codec
-from client.errors import BAD_INPUT, ClientError, code_for_http_status
+from client.errors import BAD_INPUT, ClientError
+from client.json_values import from_json, to_json
 from client.transport import (
     REST_INFO_TTL_S,
     _code_name,
@@ -20,6 +20,7 @@ from client.transport import (
     _signature_dict,
     _Transport,
 )
+from common.status import code_for_http_status
 
 
 class RestTransport(_Transport):
@@ -121,7 +122,7 @@ class RestTransport(_Transport):
 
     def _predict(self, model, inputs, signature, version, label, timeout):
         try:
-            columns = {alias: codec.to_json(array) for alias, array in inputs.items()}
+            columns = {alias: to_json(array) for alias, array in inputs.items()}
         except (TypeError, ValueError) as error:
             raise ClientError(BAD_INPUT, str(error)) from None
         body = {"signature_name": signature, "inputs": columns}
@@ -132,7 +133,7 @@ class RestTransport(_Transport):
         if len(dtypes) == 1 or not isinstance(outputs, dict) or set(outputs) == {"b64"}:
             outputs = {next(iter(dtypes), "outputs"): outputs}
         arrays = {
-            alias: codec.from_json(value, dtypes.get(alias)) for alias, value in outputs.items()
+            alias: from_json(value, dtypes.get(alias)) for alias, value in outputs.items()
         }
         if version is None:
             version = info["version"] if info else -1

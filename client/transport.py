@@ -11,11 +11,11 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from client import codec
 from client.errors import BAD_INPUT, ClientError
-from client.wire import get_model_metadata_pb2 as metadata_pb2
-from client.wire import get_model_status_pb2 as status_pb2
-from client.wire import model_pb2, predict_pb2
+from common import codec
+from common.wire import get_model_metadata_pb2 as metadata_pb2
+from common.wire import get_model_status_pb2 as status_pb2
+from common.wire import model_pb2, predict_pb2
 
 T = TypeVar("T")
 
@@ -209,7 +209,11 @@ class GrpcTransport(_Transport):
             except (TypeError, ValueError) as error:
                 raise ClientError(BAD_INPUT, f"input {alias!r}: {error}") from None
         response = self._rpc(PREDICT, request, timeout)
-        outputs = {alias: codec.decode(tensor) for alias, tensor in response.outputs.items()}
+        # NumPy has no bfloat16: the client hands such outputs back widened (exactly) to float32.
+        outputs = {
+            alias: codec.decode(tensor, widen_bfloat16=True)
+            for alias, tensor in response.outputs.items()
+        }
         spec = response.model_spec
         return outputs, spec.version.value if spec.HasField("version") else -1
 
@@ -303,6 +307,6 @@ def _info_dict(info: Any) -> dict:
         dtype, unknown_rank = info.get("dtype", "DT_INVALID"), shape.get("unknown_rank", False)
         sizes = [int(dim.get("size", 0)) for dim in shape.get("dim", [])]
     else:
-        dtype, unknown_rank = codec.dtype_name(info.dtype), info.tensor_shape.unknown_rank
+        dtype, unknown_rank = codec.enum_name(info.dtype), info.tensor_shape.unknown_rank
         sizes = [dim.size for dim in info.tensor_shape.dim]
     return {"dtype": dtype, "shape": None if unknown_rank else sizes}

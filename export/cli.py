@@ -12,21 +12,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.cli import Parser, fail, parse_args
 from common.contract import MODEL_NAMES
 
 PROG = "python -m export"
 
 
-class _Parser(argparse.ArgumentParser):
-    """Reports usage errors as one line on stderr, without the usage block."""
-
-    def error(self, message: str):
-        self.exit(2, f"{PROG}: error: {message} (see --help)\n")
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The export CLI's argument parser."""
-    p = _Parser(prog=PROG, description="Export a training run as a TF Serving model version.")
+    p = Parser(prog=PROG, description="Export a training run as a TF Serving model version.")
     p.add_argument("model", choices=MODEL_NAMES, help="which model the run trained")
     p.add_argument("--run", type=Path, required=True, help="the training run folder")
     p.add_argument("--base-path", type=Path, required=True,
@@ -38,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the export CLI; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     from common.quiet import import_tensorflow
     from training.errors import UserError
 
@@ -48,8 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         path = export_run(args.model, args.run, args.base_path, args.version)
     except UserError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, exc)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; nothing was published", file=sys.stderr)
         return 130

@@ -4,27 +4,11 @@ from __future__ import annotations
 
 import grpc
 
+from common.status import http_status
+
 # TF Serving cuts long status messages (`model_servers/grpc_status_util.cc`).
 MAX_MESSAGE_CHARS = 1024
 TRUNCATED_SUFFIX = "...TRUNCATED"
-
-# `model_servers/http_server.cc` ToHTTPStatusCode.
-HTTP_STATUS = {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.UNAVAILABLE: 503,
-}
 
 # absl status names as TF Serving prints them in `Status::ToString()` ("INVALID_ARGUMENT: ...").
 CODE_NAMES = {code: code.name for code in grpc.StatusCode}
@@ -40,7 +24,7 @@ class ServingError(Exception):
 
     @property
     def http_status(self) -> int:
-        return HTTP_STATUS.get(self.code, 500)
+        return http_status(self.code.name)
 
     def to_string(self) -> str:
         """`Status::ToString()`: the code name, a colon and the message."""

@@ -13,21 +13,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.cli import Parser, fail, parse_args
 from common.contract import MODEL_NAMES
 
 PROG = "python -m training"
 
 
-class _Parser(argparse.ArgumentParser):
-    """Reports usage errors as one line on stderr, without the usage block."""
-
-    def error(self, message: str):
-        self.exit(2, f"{PROG}: error: {message} (see --help)\n")
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The training CLI's argument parser."""
-    p = _Parser(prog=PROG, description="Train one of the served models into a run folder.")
+    p = Parser(prog=PROG, description="Train one of the served models into a run folder.")
     p.add_argument("model", choices=MODEL_NAMES, help="which model to train")
     p.add_argument("--preset", default="slim", help="seed, slim or tiny (default: slim)")
     p.add_argument(
@@ -56,14 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the training CLI; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     from training.errors import UserError
 
     try:
         return _run(args)
     except UserError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, exc)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; continue with --resume --out RUN_DIR", file=sys.stderr)
         return 130

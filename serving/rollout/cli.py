@@ -19,6 +19,7 @@ from pathlib import Path
 
 import grpc
 
+from common.cli import Parser, fail, parse_args
 from common.quiet import import_tensorflow
 
 import_tensorflow()  # tensorflow_serving's protos import TensorFlow: keep its banner off stderr
@@ -35,12 +36,6 @@ PROG = "python -m serving.rollout"
 State = get_model_status_pb2.ModelVersionStatus.State
 POLL_S = 0.1
 
-
-class _Parser(argparse.ArgumentParser):
-    """Reports usage errors as one line on stderr, without the usage block."""
-
-    def error(self, message: str):
-        self.exit(2, f"{PROG}: error: {message} (see --help)\n")
 
 
 class Rollout:
@@ -261,7 +256,7 @@ def format_table(report: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The rollout CLI's argument parser."""
-    p = _Parser(prog=PROG, description="Canary rollouts through gRPC ModelService.")
+    p = Parser(prog=PROG, description="Canary rollouts through gRPC ModelService.")
     p.add_argument("--server", required=True, help="gRPC HOST:PORT of the model server")
     p.add_argument("--config", required=True, help="the server's --model_config_file")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per RPC and per wait")
@@ -279,13 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the rollout CLI; 0 done, 1 server error, 2 refused or bad usage."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:  # keep in-process callers alive
-        return exit_.code if isinstance(exit_.code, int) else 2
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     if args.base_path_map and "=" not in args.base_path_map:
-        print(f"{PROG}: error: --base_path_map expects PREFIX=DIR", file=sys.stderr)
-        return 2
+        return fail(PROG, "--base_path_map expects PREFIX=DIR")
     tool = Rollout(args.server, args.config, args.timeout, args.base_path_map)
     try:
         if args.command == "status":

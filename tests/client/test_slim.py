@@ -32,7 +32,7 @@ sys.meta_path.insert(0, BlockTensorFlow())
 CLIENT_SCRIPT = """
 import numpy as np
 
-from client.codec import decode, encode
+from common.codec import decode, encode
 from client.errors import ClientError
 from client.rest_transport import RestTransport
 from client.transport import GrpcTransport
@@ -62,16 +62,16 @@ print("slim client OK")
 IMPORT_SCRIPT = """
 import sys
 
-import client.codec
+import common.codec
 import common.contract
 import client.errors
 import client.preprocess
 import client.transport
-import client.wire.get_model_metadata_pb2
-import client.wire.get_model_status_pb2
-import client.wire.model_pb2
-import client.wire.predict_pb2
-import client.wire.tensor_pb2
+import common.wire.get_model_metadata_pb2
+import common.wire.get_model_status_pb2
+import common.wire.model_pb2
+import common.wire.predict_pb2
+import common.wire.tensor_pb2
 
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_serving"))
 print(loaded)

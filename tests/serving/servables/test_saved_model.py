@@ -1,4 +1,4 @@
-"""Tests for serving/servables/saved_model.py: loading known-answer SavedModels, running them, warmup files."""
+"""serving/servables/saved_model.py: loading known-answer SavedModels, running them, warmup."""
 
 from __future__ import annotations
 

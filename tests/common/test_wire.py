@@ -15,10 +15,11 @@ from tensorflow_serving.apis import model_pb2 as tfs_model_pb2
 from tensorflow_serving.apis import predict_pb2 as tfs_predict_pb2
 from tensorflow_serving.apis import status_pb2 as tfs_util_status_pb2
 
-from client import codec
-from client.wire import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
-from client.wire import tensor_pb2 as wire_tensor_pb2
+from client.json_values import from_json, to_json
+from common import codec
 from common.quiet import import_tensorflow
+from common.wire import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
+from common.wire import tensor_pb2 as wire_tensor_pb2
 
 tf = import_tensorflow()
 
@@ -287,9 +288,14 @@ def test_half_and_bfloat16_bit_patterns():
     assert codec.decode(proto)[-1] == np.inf
     bf16 = wire_tensor_pb2.TensorProto(dtype=wire_tensor_pb2.DT_BFLOAT16, half_val=[0x3F80, 0xC0A0])
     bf16.tensor_shape.dim.add(size=2)
-    _assert_same(codec.decode(bf16), _parse_tensor(bf16, tf.bfloat16).astype(np.float32))
+    widened = codec.decode(bf16, widen_bfloat16=True)
+    _assert_same(widened, _parse_tensor(bf16, tf.bfloat16).astype(np.float32))
+    # Without widening, the server's form: ml_dtypes' bfloat16, as TensorFlow holds it.
+    _assert_same(codec.decode(bf16), _parse_tensor(bf16, tf.bfloat16))
     content = tf.make_tensor_proto(np.array([1.5, -3.0], tf.bfloat16.as_numpy_dtype))
-    _assert_same(codec.decode(_as_ours(content)), np.array([1.5, -3.0], np.float32))
+    _assert_same(
+        codec.decode(_as_ours(content), widen_bfloat16=True), np.array([1.5, -3.0], np.float32)
+    )
 
 
 def test_tensor_content_of_the_wrong_size_is_refused():
@@ -316,17 +322,18 @@ def test_codec_details():
     assert codec.data_type(np.str_) == codec.data_type(np.bytes_) == tf_types_pb2.DT_STRING
     with pytest.raises(TypeError):
         codec.encode(np.array(["2020-01-01"], dtype="datetime64[D]"))
-    assert codec.dtype_name(1) == "DT_FLOAT" and codec.dtype_name(999) == "999"
+    assert codec.enum_name(1) == "DT_FLOAT" and codec.enum_name(999) == "999"
+    assert codec.dtype_name(1) == "float" and codec.dtype_name(999) == "unknown dtype enum (999)"
 
 
 def test_json_values():
     text = np.array([[b"\xff", "é"]], dtype=object)
-    as_json = codec.to_json(text)
+    as_json = to_json(text)
     assert as_json == [[{"b64": "/w=="}, {"b64": "w6k="}]]
-    _assert_same(codec.from_json(as_json, "DT_STRING"), np.array([[b"\xff", "é".encode()]], object))
-    _assert_same(codec.from_json(["a", "b"]), np.array([b"a", b"b"], object))
-    _assert_same(codec.from_json([[1, 2]], "DT_FLOAT"), np.array([[1, 2]], np.float32))
-    _assert_same(codec.from_json({"b64": "/w=="}), np.array(b"\xff", object))
-    assert codec.to_json(np.float32(0.1)) == float(np.float32(0.1))
+    _assert_same(from_json(as_json, "DT_STRING"), np.array([[b"\xff", "é".encode()]], object))
+    _assert_same(from_json(["a", "b"]), np.array([b"a", b"b"], object))
+    _assert_same(from_json([[1, 2]], "DT_FLOAT"), np.array([[1, 2]], np.float32))
+    _assert_same(from_json({"b64": "/w=="}), np.array(b"\xff", object))
+    assert to_json(np.float32(0.1)) == float(np.float32(0.1))
     with pytest.raises(TypeError):
-        codec.to_json(np.array([1j]))
+        to_json(np.array([1j]))
