@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from skimage import data, filters
 
+from benchmarks.source_port import kmeans_loops, otsu_loops, threshold_loops
 from client.fallbacks import (
     kmeans_segment,
     multi_otsu_thresholds,
@@ -31,7 +32,6 @@ from client.fallbacks import (
     to_gray,
     watershed_instances,
 )
-from client.source_port import kmeans_loops, otsu_loops, threshold_loops
 
 ROOT = Path(__file__).resolve().parents[1]
 PICTURES = ("coins", "camera", "moon", "page", "coffee", "chelsea", "astronaut")

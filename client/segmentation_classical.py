@@ -7,7 +7,8 @@ from scipy import ndimage as ndi
 from skimage import color, util
 
 # Histogram smoothing before peak search: a centred box of this many bins. A box filter of
-# integer counts is exact in float64, so the loop port in `client.source_port` matches bit for bit.
+# integer counts is exact in float64, so the loop port in `benchmarks.source_port` matches bit
+# for bit.
 SMOOTH_WIDTH = 9
 # The two histogram peaks must be at least this many gray levels apart; nearer maxima are
 # usually two bumps of the same mode.

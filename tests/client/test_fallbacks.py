@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from skimage import data, draw, filters
 
+from benchmarks.source_port import kmeans_loops, otsu_loops, threshold_loops
 from client.fallbacks import (
     METHODS,
     choose_polarity,
@@ -18,7 +19,6 @@ from client.fallbacks import (
     to_gray,
     watershed_instances,
 )
-from client.source_port import kmeans_loops, otsu_loops, threshold_loops
 
 IMAGES = ("coins", "camera", "moon", "page", "text", "coffee", "chelsea", "astronaut")
 
