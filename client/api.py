@@ -9,60 +9,29 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from client import fallbacks, postprocess
+from client import fallbacks
 from client.errors import ClientError
+from client.models import (
+    IMAGE_MODELS,
+    Generation,
+    Localization,
+    Segmentation,
+    generation,
+)
 from client.preprocess import ImageLike, load_rgb, prepare_image
 from client.served import contract_from_metadata
 
 FALLBACK_POLICIES = ("auto", "never", "only")
 # The failures that mean "the model can't answer" rather than "the request is wrong".
 FALLBACK_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND")
-
-
-@dataclass(frozen=True)
-class Segmentation:
-    """A foreground mask at the image's original size, and where it came from."""
-
-    mask: np.ndarray
-    probabilities: np.ndarray
-    source: str
-    instances: np.ndarray | None = None
-
-    @property
-    def foreground_fraction(self) -> float:
-        return float(np.mean(self.mask))
-
-    @property
-    def instance_count(self) -> int | None:
-        return None if self.instances is None else int(self.instances.max())
-
-
-@dataclass(frozen=True)
-class Localization:
-    """The object's class and its box in original pixels: (x_min, y_min, x_max, y_max)."""
-
-    class_name: str
-    score: float
-    box: tuple[int, int, int, int]
-    source: str
-    class_probs: dict[str, float] | None = None
-
-
-@dataclass(frozen=True)
-class Generation:
-    """Generated uint8 images [N, H, W, C]."""
-
-    images: np.ndarray
-    seeds: list[int] | None
-    source: str
 
 
 def _as_list(images) -> list:
@@ -166,9 +135,11 @@ class ServingClient:
             outputs.extend({k: v[i] for k, v in answer.items()} for i in range(len(batch)))
         return outputs, served
 
-    def _run_images(self, kind, loaded, model, version, label, timeout):
-        """Contract, pre-processing and `serving_default` for an image model: (contract, outputs
-        per image, served version)."""
+    def _image_model(self, kind, loaded, model, version, label, timeout) -> list:
+        """`serving_default` of an image model on loaded images, post-processed per image."""
+        post = IMAGE_MODELS.get(kind)
+        if post is None:
+            raise ValueError(f"no image model {kind!r}; valid: {', '.join(IMAGE_MODELS)}")
         contract = self._contract(kind, model, version, label, timeout)
         arrays = [prepare_image(image, contract.preprocessing) for image in loaded]
         outputs, served = self._predict_batches(
@@ -180,7 +151,10 @@ class ServingClient:
             label=label,
             timeout=timeout,
         )
-        return contract, outputs, served
+        source = f"model:{model}/{served}"
+        return [
+            post(contract, out, image, source) for image, out in zip(loaded, outputs, strict=True)
+        ]
 
     def _model_or_fallback(self, from_model, classical):
         """The model's answer, or the classical one when the policy says so (never on bad input)."""
@@ -205,6 +179,27 @@ class ServingClient:
 
     # -- public API ----------------------------------------------------------------------------
 
+    def predict_images(
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        *,
+        kind: str,
+        model: str | None = None,
+        model_version: int | None = None,
+        version_label: str | None = None,
+        timeout: float | None = None,
+    ) -> list:
+        """Any image model of `client.models.IMAGE_MODELS`, one result per image, no fallback.
+
+        `segment` and `localize` are this plus their classical fallbacks.
+
+        Raises:
+            ValueError: for a kind the registry does not know.
+            ClientError: BAD_INPUT for an unreadable image, or the server's error.
+        """
+        loaded = self._load(images)
+        return self._image_model(kind, loaded, model or kind, model_version, version_label, timeout)
+
     def segment(
         self,
         images: ImageLike | Sequence[ImageLike],
@@ -227,14 +222,12 @@ class ServingClient:
         )
 
     def _segment_model(self, loaded, model, version, label, timeout) -> list[Segmentation]:
-        contract, outputs, served = self._run_images("unet", loaded, model, version, label, timeout)
-        results = []
-        for image, out in zip(loaded, outputs, strict=True):
-            probs = postprocess.resize_probabilities(out["mask"], *image.shape[:2])
-            mask = postprocess.threshold(probs, contract.mask_threshold)
-            if self.cleanup:
-                mask = fallbacks.clean_mask(mask)
-            results.append(Segmentation(mask, probs, f"model:{model}/{served}"))
+        results = self._image_model("unet", loaded, model, version, label, timeout)
+        if self.cleanup:
+            results = [
+                dataclasses.replace(result, mask=fallbacks.clean_mask(result.mask))
+                for result in results
+            ]
         return results
 
     def _segment_classical(self, image: np.ndarray) -> Segmentation:
@@ -271,25 +264,7 @@ class ServingClient:
         return Localization("unknown", math.nan, box, f"fallback:{self.method}")
 
     def _localize_model(self, loaded, model, version, label, timeout) -> list[Localization]:
-        contract, outputs, served = self._run_images(
-            "localizer", loaded, model, version, label, timeout
-        )
-        results = []
-        for image, out in zip(loaded, outputs, strict=True):
-            probs = np.asarray(out["class_probs"], np.float64)
-            best = int(np.argmax(probs))
-            box = postprocess.box_to_pixels(out["box"], *image.shape[:2])
-            names = contract.class_names
-            results.append(
-                Localization(
-                    names[best],
-                    float(probs[best]),
-                    box,
-                    f"model:{model}/{served}",
-                    {name: float(p) for name, p in zip(names, probs, strict=True)},
-                )
-            )
-        return results
+        return self._image_model("localizer", loaded, model, version, label, timeout)
 
     def generate(
         self,
@@ -329,8 +304,9 @@ class ServingClient:
             )
         except ClientError as error:
             raise ClientError(error.code, f"{error.message} (generate has no fallback)") from None
-        images = postprocess.to_uint8_images(answer["images"])
-        return Generation(images, None if seeds is None else list(seeds), f"model:{model}/{served}")
+        return generation(
+            answer["images"], None if seeds is None else list(seeds), f"model:{model}/{served}"
+        )
 
     def status(self, model: str, *, timeout: float | None = None) -> list[dict]:
         """Every version of `model` with its state (GetModelStatus)."""

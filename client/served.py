@@ -6,13 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from client.errors import ClientError
-from common.contract import (
-    DEFAULT_CLASS_NAMES,
-    Contract,
-    generator_contract,
-    localizer_contract,
-    unet_contract,
-)
+from common.contract import Contract, model_contract
 
 # Contract dtype names against the TF DataType names GetModelMetadata reports.
 DTYPES = {
@@ -45,25 +39,11 @@ def contract_from_metadata(model_kind: str, metadata: Mapping[str, Any]) -> Cont
     instead of answering nonsense.
 
     Raises:
+        ValueError: for a kind the contract registry does not know (the message lists them).
         ClientError: BAD_CONTRACT when the served signatures differ from the contract.
     """
-    if model_kind == "unet":
-        contract = unet_contract(_shape(metadata, "serving_default", "inputs", "image")[1])
-    elif model_kind == "localizer":
-        side = _shape(metadata, "serving_default", "inputs", "image")[1]
-        k = _shape(metadata, "serving_default", "outputs", "class_probs")[-1]
-        names = (
-            DEFAULT_CLASS_NAMES
-            if k == len(DEFAULT_CLASS_NAMES)
-            else tuple(f"class_{i}" for i in range(k))
-        )
-        contract = localizer_contract(side, names)
-    elif model_kind == "generator":
-        latent = _shape(metadata, "serving_default", "inputs", "z")[-1]
-        image = _shape(metadata, "serving_default", "outputs", "images")
-        contract = generator_contract(latent, image[1], image[3])
-    else:
-        raise ValueError(f"unknown model kind {model_kind!r}; use unet, localizer or generator")
+    entry = model_contract(model_kind)
+    contract = entry.served(lambda signature, side, alias: _shape(metadata, signature, side, alias))
     check(contract, metadata)
     return contract
 

@@ -13,10 +13,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-MODEL_NAMES = ("unet", "localizer", "generator")
 
 DEFAULT_SIGNATURE = "serving_default"
 # Signature that takes encoded JPEG/PNG bytes and answers at the original image size.
@@ -208,3 +207,62 @@ def generator_contract(latent_dim: int = 64, image_size: int = 28, channels: int
             ),
         ),
     )
+
+
+# (signature, "inputs" or "outputs", alias) -> the served tensor's shape (-1 for a dynamic size).
+ShapeOf = Callable[[str, str, str], Sequence[int]]
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """One model's entry in the registry: its contract, built from sizes or from a served model.
+
+    Attributes:
+        build: the contract builder (`unet_contract`, ...); sizes are keyword arguments.
+        served: rebuilds the contract from a served model's signature shapes (the sizes a
+            version was trained at, such as the image side or the latent size, come from
+            there; names, dtypes and pre-processing are the project's).
+    """
+
+    build: Callable[..., Contract]
+    served: Callable[[ShapeOf], Contract]
+
+
+def _served_unet(shape_of: ShapeOf) -> Contract:
+    return unet_contract(shape_of(DEFAULT_SIGNATURE, "inputs", "image")[1])
+
+
+def _served_localizer(shape_of: ShapeOf) -> Contract:
+    side = shape_of(DEFAULT_SIGNATURE, "inputs", "image")[1]
+    k = shape_of(DEFAULT_SIGNATURE, "outputs", "class_probs")[-1]
+    names = (
+        DEFAULT_CLASS_NAMES
+        if k == len(DEFAULT_CLASS_NAMES)
+        else tuple(f"class_{i}" for i in range(k))
+    )
+    return localizer_contract(side, names)
+
+
+def _served_generator(shape_of: ShapeOf) -> Contract:
+    latent = shape_of(DEFAULT_SIGNATURE, "inputs", "z")[-1]
+    image = shape_of(DEFAULT_SIGNATURE, "outputs", "images")
+    return generator_contract(latent, image[1], image[3])
+
+
+# The registry: one entry per model. Every stage names models by these keys.
+CONTRACTS: dict[str, ModelContract] = {
+    "unet": ModelContract(unet_contract, _served_unet),
+    "localizer": ModelContract(localizer_contract, _served_localizer),
+    "generator": ModelContract(generator_contract, _served_generator),
+}
+MODEL_NAMES = tuple(CONTRACTS)
+
+
+def model_contract(name: str) -> ModelContract:
+    """The registry entry of model `name`, or a ValueError listing the valid names."""
+    try:
+        return CONTRACTS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}"
+        ) from None

@@ -1,78 +1,47 @@
 """The export's self-check: a version that fails it is never published.
 
-It reloads the written SavedModel, checks every signature against the contract, runs it on real
-inputs, compares `serving_default` with the Keras model, and runs the train/serve skew test: the
-bytes signature, client-style NumPy/Pillow pre-processing and the training pipeline's
-pre-processing must give the same answer for the same image.
+It reloads the written SavedModel, checks every signature against the contract, runs it on the
+same real inputs the warmup file holds, and hands the answers to the model's export module,
+which compares them with the Keras model and runs the train/serve skew test.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
-from client import preprocess as client_pre
-from common.contract import BYTES_SIGNATURE, DEFAULT_SIGNATURE, SEEDS_SIGNATURE, Contract
-from export.signatures import seed_latents, to_uint8
-from training.data.preprocess import prepare_image
-from training.errors import UserError
+from common.contract import Contract
+from export.models import export_module
+from export.models.base import ExportCheckError, Requests
+from export.models.images import png_bytes
 
-# Keras model vs the reloaded SavedModel, on the same input.
-PARITY_ATOL = 1e-5
-# Client (Pillow) vs TensorFlow pre-processing differ by float rounding only.
-SKEW_ATOL = 1e-4
-
-
-class ExportCheckError(UserError):
-    """The written SavedModel does not behave like the trained model or its contract."""
+__all__ = ["ExportCheckError", "check_export", "png_bytes", "sample_image", "sample_requests"]
 
 
 def sample_image(model_name: str, config: Any) -> np.ndarray:
     """A real, non-square uint8 image of the kind the model serves, larger than its input."""
-    side = config.image_size
-    if model_name == "unet":
-        from training.data.cars import render_car
-
-        image, _ = render_car(car_seed=2024, view=3, height=side + 8, width=round(1.5 * side))
-        return image
-    from training.data.shapes import synthetic_objects
-
-    images, _, _ = synthetic_objects(1, 2 * side, seed=2024, class_names=config.class_names,
-                                     progress=False)
-    return images[0][:, : 2 * side - 6]
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """Lossless encoding, so the bytes signature sees exactly the sample's pixels."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
+    make = export_module(model_name).sample_image
+    if make is None:
+        raise ValueError(f"{model_name!r} takes no images")
+    return make(config)
 
 
 def sample_requests(model_name: str, config: Any, contract: Contract) -> dict[str, dict]:
     """Real inputs for every signature: warmup records and the self-check both use them."""
-    if model_name == "generator":
-        z = np.random.default_rng(0).standard_normal((2, contract.latent_dim)).astype(np.float32)
-        return {DEFAULT_SIGNATURE: {"z": z}, SEEDS_SIGNATURE: {"seeds": np.array([0, 1])}}
-    image = sample_image(model_name, config)
-    return {
-        DEFAULT_SIGNATURE: {"image": client_pre.prepare_image(image, contract.preprocessing)[None]},
-        BYTES_SIGNATURE: {"image_bytes": np.array([png_bytes(image)], dtype=object)},
-    }
+    return export_module(model_name).sample_requests(config, contract)
 
 
-def check_export(path: Path, model_name: str, keras_model, contract: Contract,
-                 requests: dict[str, dict]) -> None:
+def check_export(
+    path: Path, model_name: str, keras_model, contract: Contract, requests: Requests
+) -> None:
     """Runs every check on the SavedModel at `path`; raises ExportCheckError on the first miss.
 
     Args:
         path: the written (not yet published) version folder.
-        model_name: `unet`, `localizer` or `generator`.
+        model_name: a registered model name (`export.models.EXPORTS`).
         keras_model: the trained servable Keras model.
         contract: the model's serving contract.
         requests: the inputs per signature, as written to the warmup file (so the records that
@@ -90,16 +59,7 @@ def check_export(path: Path, model_name: str, keras_model, contract: Contract,
         for name, value in outputs[sig.name].items():
             if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
                 raise ExportCheckError(f"{sig.name}/{name} has non-finite values")
-    if model_name == "generator":
-        _check_generator(keras_model, contract, requests, outputs)
-    else:
-        _check_parity(keras_model, model_name, requests[DEFAULT_SIGNATURE]["image"],
-                      outputs[DEFAULT_SIGNATURE])
-        # PNG is lossless: the bytes request holds exactly the sample image's pixels.
-        encoded = requests[BYTES_SIGNATURE]["image_bytes"][0]
-        image = np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
-        _check_skew(loaded.signatures[DEFAULT_SIGNATURE], model_name, image, contract,
-                    outputs[BYTES_SIGNATURE])
+    export_module(model_name).check(keras_model, loaded, contract, requests, outputs)
 
 
 def _check_io(fn, sig) -> None:
@@ -131,54 +91,3 @@ def _check_io(fn, sig) -> None:
                 f"{sig.name} output {name} is {spec.dtype.name}{list(shape)}, contract says "
                 f"{want.dtype}{list(want.shape)}"
             )
-
-
-def _close(name: str, got, want, atol: float) -> None:
-    diff = float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))))
-    if diff > atol:
-        raise ExportCheckError(f"{name}: max difference {diff:.3g} exceeds {atol:g}")
-
-
-def _check_parity(keras_model, model_name: str, image: np.ndarray, served: dict) -> None:
-    out = keras_model(image, training=False)
-    if model_name == "unet":
-        _close("serving_default mask vs Keras", served["mask"], tf.sigmoid(out), PARITY_ATOL)
-    else:
-        _close("serving_default class_probs vs Keras", served["class_probs"], out["class_probs"],
-               PARITY_ATOL)
-        _close("serving_default box vs Keras", served["box"], out["box"], PARITY_ATOL)
-
-
-def _check_skew(serve_image, model_name: str, image: np.ndarray, contract: Contract,
-                from_bytes: dict) -> None:
-    """Bytes signature, client pre-processing and the training pipeline give one answer."""
-    pre = contract.preprocessing
-    trained = prepare_image(tf.constant(image), pre).numpy()[None]
-    client = client_pre.prepare_image(image, pre)[None]
-    _close("client vs training pre-processing", client, trained, SKEW_ATOL)
-    via_train = {k: v.numpy() for k, v in serve_image(tf.constant(trained)).items()}
-    via_client = {k: v.numpy() for k, v in serve_image(tf.constant(client)).items()}
-    height, width = image.shape[:2]
-    if model_name == "unet":
-        _close("mask: client vs training path", via_client["mask"], via_train["mask"], SKEW_ATOL)
-        full = tf.image.resize(via_train["mask"], (height, width), method="bilinear").numpy()
-        _close("mask: bytes signature vs training path", from_bytes["mask"], full, SKEW_ATOL)
-        return
-    for key in ("class_probs", "box"):
-        _close(f"{key}: client vs training path", via_client[key], via_train[key], SKEW_ATOL)
-    _close("class_probs: bytes signature vs training path", from_bytes["class_probs"],
-           via_train["class_probs"], SKEW_ATOL)
-    scale = np.array([width, height, height, width], np.float32)
-    # Pixel boxes: a 1e-4 normalised tolerance scaled to the image.
-    _close("box: bytes signature vs training path", from_bytes["box"] / scale,
-           via_train["box"], SKEW_ATOL)
-
-
-def _check_generator(keras_model, contract: Contract, requests: dict, outputs: dict) -> None:
-    z = requests[DEFAULT_SIGNATURE]["z"]
-    want = to_uint8(keras_model(z, training=False)).numpy()
-    # uint8 rounding may flip by one level where the float sits on a half step.
-    _close("serving_default images vs Keras", outputs[DEFAULT_SIGNATURE]["images"], want, 1)
-    seeds = requests[SEEDS_SIGNATURE]["seeds"]
-    seeded = to_uint8(keras_model(seed_latents(tf.constant(seeds), contract.latent_dim))).numpy()
-    _close("serve_seeds images vs Keras", outputs[SEEDS_SIGNATURE]["images"], seeded, 1)

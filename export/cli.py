@@ -18,16 +18,23 @@ from common.contract import MODEL_NAMES
 PROG = "python -m export"
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     """The export CLI's argument parser."""
     p = Parser(prog=PROG, description="Export a training run as a TF Serving model version.")
     p.add_argument("model", choices=MODEL_NAMES, help="which model the run trained")
     p.add_argument("--run", type=Path, required=True, help="the training run folder")
-    p.add_argument("--base-path", type=Path, required=True,
-                   help="model base path; the version goes to BASE/MODEL/N")
-    p.add_argument("--version", type=int, default=None,
-                   help="version number (default: highest existing + 1, starting at 1)")
+    p.add_argument(
+        "--base-path",
+        type=Path,
+        required=True,
+        help="model base path; the version goes to BASE/MODEL/N",
+    )
+    p.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        help="version number (default: highest existing + 1, starting at 1)",
+    )
     return p
 
 

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from export.check import check_export, sample_requests
-from export.signatures import serving_signatures
+from export.models import export_module
 from export.warmup import write_warmup
 from training.errors import UserError
 from training.runner import load_run, read_run_config
@@ -92,7 +92,9 @@ def export_run(model_name: str, run_dir: Path, base_path: Path, version: int | N
         )
     tmp = model_dir / f"{TMP_PREFIX}{version}-{os.getpid()}"
     try:
-        module, signatures = serving_signatures(model_name, model, contract)
+        module = tf.Module()
+        module.model = model  # tracks the model's variables
+        signatures = export_module(model_name).signatures(module, contract)
         tf.saved_model.save(module, str(tmp), signatures=signatures)
         requests = sample_requests(model_name, config, contract)
         write_warmup(tmp, model_name, requests)
@@ -108,8 +110,9 @@ def export_run(model_name: str, run_dir: Path, base_path: Path, version: int | N
     return final
 
 
-def _write_manifest(path: Path, model_name: str, version: int, contract, run_dir: Path,
-                    saved: dict) -> None:
+def _write_manifest(
+    path: Path, model_name: str, version: int, contract, run_dir: Path, saved: dict
+) -> None:
     metrics_path = run_dir / "metrics.json"
     manifest = {
         "model": model_name,
@@ -137,10 +140,22 @@ def source_commit() -> str | None:
     """The project's git commit (with `-dirty` if the tree has changes), or None outside git."""
     here = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                                text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True,
-                               text=True, check=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}-dirty" if dirty else commit

@@ -81,6 +81,16 @@ def test_client_preprocessing_matches_the_in_graph_bytes_signature(server, car):
     np.testing.assert_allclose(ours, in_graph, atol=2e-3)
 
 
+def test_predict_images_serves_any_registered_image_model(client, car):
+    """The generic path behind segment and localize: same answer, no fallback, clear errors."""
+    generic = client.predict_images([car], kind="unet")[0]
+    np.testing.assert_array_equal(generic.mask, client.segment(car)[0].mask)
+    assert generic.source == "model:unet/1"
+    assert client.predict_images(car, kind="localizer")[0].source == "model:localizer/1"
+    with pytest.raises(ValueError, match="no image model 'generator'; valid: unet, localizer"):
+        client.predict_images(car, kind="generator")
+
+
 def test_exif_orientation_is_honoured(client, car):
     buffer = io.BytesIO()
     exif = Image.Exif()
