@@ -61,6 +61,11 @@ class ModelManager:
         self._workers = Workers(self._cv)
         self._stopping = False
 
+    def subscribe(self, listener: Callable[[str, int, int], None]) -> None:
+        """Adds a listener called with (model, version, state) after every state change."""
+        with self._cv:
+            self._listeners.append(listener)
+
     # ---- configuration ----
 
     def reload_config(self, config) -> None:

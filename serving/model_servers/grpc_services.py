@@ -7,9 +7,8 @@ import logging
 from concurrent import futures
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 from tensorflow_serving.apis import (
-    get_model_status_pb2,
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
 )
@@ -20,8 +19,6 @@ log = logging.getLogger("serving")
 
 # TF Serving accepts messages up to 2 GiB both ways; grpcio's server default is 4 MiB.
 MAX_MESSAGE_BYTES = 2**31 - 1
-# The service names TF Serving's own health service reports (`model_servers/server.cc`).
-HEALTH_SERVICES = ("PredictionService", "ModelService")
 
 
 def _rpc(method):
@@ -79,34 +76,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return self.core.reload_config(request)
 
 
-class ModelHealth:
-    """Keeps grpc.health.v1 in step with the models: a model is SERVING while a version is.
-
-    The overall service ("") and TF Serving's two service names are SERVING once the port is open;
-    each model name is SERVING exactly while at least one of its versions is AVAILABLE.
-    """
-
-    def __init__(self, manager):
-        self.manager = manager
-        self.servicer = health.HealthServicer(experimental_non_blocking=True)
-
-    def start(self) -> None:
-        for service in ("", *HEALTH_SERVICES):
-            self.servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-        for name in self.manager.model_names():
-            self.on_state(name, 0, 0)
-
-    def on_state(self, name: str, version: int, state: int) -> None:
-        """Manager listener: recompute the model's health after any version changes state."""
-        serving = bool(self.manager.available_versions(name))
-        status = health_pb2.HealthCheckResponse
-        self.servicer.set(name, status.SERVING if serving else status.NOT_SERVING)
-
-    def shutdown(self) -> None:
-        self.servicer.enter_graceful_shutdown()
-
-
-def make_server(core, health_state: ModelHealth | None, *, host: str, port: int, max_threads: int):
+def make_server(core, health_state, *, host: str, port: int, max_threads: int):
     """Builds the gRPC server with both TF Serving services (and health) on one port.
 
     Raises:
@@ -135,6 +105,3 @@ def make_server(core, health_state: ModelHealth | None, *, host: str, port: int,
         raise OSError(f"cannot bind the gRPC port {address} (in use?)")
     return server
 
-
-# GetModelStatus returns states by enum; exported for callers that print them.
-STATE_NAMES = get_model_status_pb2.ModelVersionStatus.State.Name

@@ -15,9 +15,6 @@ from serving.model_servers import flags
 
 log = logging.getLogger("serving")
 
-# tensorflow_model_server returns -1 from main() when start-up fails.
-STARTUP_FAILURE = 255
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parses the flags, then serves. Flag errors are one line on stderr and exit 2."""
@@ -48,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import_tensorflow()
     from serving import errors
     from serving.config import files as config_lib
-    from serving.model_servers.server import serve
+    from serving.model_servers.server import STARTUP_FAILURE, serve
 
     try:
         return serve(options)

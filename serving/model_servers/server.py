@@ -16,7 +16,6 @@ import threading
 from serving import errors
 from serving.config import files as config_lib
 from serving.model_servers import flags
-from serving.model_servers.main import STARTUP_FAILURE
 from serving.model_servers.metrics import Metrics
 from serving.model_servers.server_core import Core
 
@@ -24,6 +23,8 @@ log = logging.getLogger("serving")
 
 # Time given to requests in flight when SIGTERM arrives.
 DRAIN_SECONDS = 30.0
+# tensorflow_model_server returns -1 from main() when start-up fails.
+STARTUP_FAILURE = 255
 
 
 class ConfigPoller(threading.Thread):
@@ -94,38 +95,43 @@ def serve(options: flags.Options) -> int:
         The process exit status: 0 after a clean drain, 255 when start-up fails.
     """
     from serving.core.manager import ModelManager
-    from serving.model_servers import grpc_services as grpc_api
+    from serving.model_servers import grpc_services
+    from serving.model_servers.health import ModelHealth
     from serving.rest.handler import RestServer
+    from serving.servables.predict import Predictor
     from serving.servables.saved_model import load_servable
+    from serving.servables.warmup import Warmup
 
+    # The parts are built in dependency order: each is whole when the next one receives it.
     metrics = Metrics()
     monitoring = None
     if options.monitoring_config_file:
         monitoring = config_lib.read_monitoring_config(options.monitoring_config_file)
     initial = _initial_config(options)
     batcher = _batcher(options, metrics)
-    tags = tuple(tag.strip() for tag in options.saved_model_tags.split(",") if tag.strip())
-
-    core = Core(
-        None,
-        metrics=metrics,
+    predictor = Predictor(
         batcher=batcher,
         tensor_content=options.enable_serialization_as_tensor_content,
         method_check=options.enable_signature_method_name_check,
-        base_path_map=options.base_path_map,
-        warmup_iterations=options.num_request_iterations_for_warmup,
+        runtime_latency=metrics.runtime_latency,
     )
-    listeners = []
+    warmup = None
+    if options.enable_model_warmup:
+        warmup = Warmup(
+            predictor.predict_on,
+            options.num_request_iterations_for_warmup,
+            latency=metrics.model_warmup_latency,
+        )
+    tags = tuple(tag.strip() for tag in options.saved_model_tags.split(",") if tag.strip())
     manager = ModelManager(
         loader=lambda name, version, path: load_servable(name, version, path, tags=tags),
-        warmup=core.warmup if options.enable_model_warmup else None,
+        warmup=warmup,
         file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
         max_num_load_retries=options.max_num_load_retries,
         load_retry_interval_s=options.load_retry_interval_micros / 1e6,
         allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
-        listeners=[lambda *args: [listener(*args) for listener in listeners]],
     )
-    core.manager = manager
+    core = Core(manager, predictor, metrics=metrics, base_path_map=options.base_path_map)
     try:
         core.apply_config(initial)
     except errors.ServingError as error:
@@ -137,13 +143,12 @@ def serve(options: flags.Options) -> int:
     # the garbage collector's full passes (tens of ms) out of request latency.
     gc.collect()
     gc.freeze()
-    health_state = (
-        grpc_api.ModelHealth(manager) if options.enable_grpc_healthcheck_service else None
-    )
-    if health_state is not None:
-        listeners.append(health_state.on_state)
+    health_state = None
+    if options.enable_grpc_healthcheck_service:
+        health_state = ModelHealth(manager)
+        manager.subscribe(health_state.on_state)
     try:
-        grpc_server = grpc_api.make_server(
+        grpc_server = grpc_services.make_server(
             core,
             health_state,
             host=options.host,

@@ -32,26 +32,27 @@ REGRESS_METHOD = "tensorflow/serving/regress"
 
 
 class Core:
-    """Resolves model specs through the version manager and runs the TF Serving APIs."""
+    """Resolves model specs through the version manager and runs the TF Serving APIs.
+
+    Args:
+        manager: the version manager (`serving.core.manager.ModelManager`).
+        predictor: Predict on a servable in hand (`serving.servables.predict.Predictor`).
+        metrics: where request counts and latencies are recorded.
+        base_path_map: `--base_path_map`, applied to every config the core is given.
+    """
 
     def __init__(
         self,
         manager,
+        predictor: predict.Predictor,
         *,
         metrics: Metrics | None = None,
-        batcher=None,
-        tensor_content: bool = False,
-        method_check: bool = False,
         base_path_map: str = "",
-        warmup_iterations: int = 1,
     ):
         self.manager = manager
+        self.predictor = predictor
         self.metrics = metrics or Metrics()
-        self.batcher = batcher
-        self.tensor_content = tensor_content
-        self.method_check = method_check
         self.base_path_map = base_path_map
-        self.warmup_iterations = max(1, warmup_iterations)
 
     # -- model spec resolution ---------------------------------------------------------------
 
@@ -91,39 +92,13 @@ class Core:
 
     # -- PredictionService -------------------------------------------------------------------
 
-    def _runner(self, servable):
-        def run(key, arrays, names):
-            start = time.perf_counter()
-            if self.batcher is None:
-                outputs = servable.run(key, arrays)
-            else:
-                batch_key = (servable.name, servable.version, key, tuple(names))
-                outputs = self.batcher.run(batch_key, arrays, lambda a: servable.run(key, a))
-            latency_us = (time.perf_counter() - start) * 1e6
-            self.metrics.runtime_latency.observe(latency_us, servable.name, "Predict", "TF2")
-            return outputs
-
-        return run
-
     def predict(
         self, request: predict_pb2.PredictRequest, entrypoint: str = "GRPC"
     ) -> predict_pb2.PredictResponse:
         with self._measure(request, "Predict", entrypoint):
             self._require_spec(request)
             with self.servable(request.model_spec) as servable:
-                return self.predict_on(servable, request)
-
-    def predict_on(
-        self, servable, request: predict_pb2.PredictRequest
-    ) -> predict_pb2.PredictResponse:
-        """Predict on a servable already in hand (warmup uses this before AVAILABLE)."""
-        return predict.predict(
-            servable,
-            request,
-            run=self._runner(servable),
-            tensor_content=self.tensor_content,
-            method_check=self.method_check,
-        )
+                return self.predictor.predict_on(servable, request)
 
     def signature_inputs(self, model_spec, signature_name: str):
         """The input TensorInfo map REST needs before it can parse JSON."""
@@ -252,32 +227,6 @@ class Core:
         self.manager.reload_config(
             config_lib.map_base_paths(model_server_config, self.base_path_map)
         )
-
-    def warmup(self, servable) -> None:
-        """Replays `assets.extra/tf_serving_warmup_requests`; any failure fails the load."""
-        from serving.servables.saved_model import read_warmup_requests
-
-        start = time.perf_counter()
-        status = "OK"
-        try:
-            records = read_warmup_requests(servable.path)
-            for log_entry in records:
-                for _ in range(self.warmup_iterations):
-                    self.predict_on(servable, log_entry.predict_log.request)
-            if records:
-                log.info(
-                    "Finished reading warmup data for model at %s. Number of warmup records "
-                    "read: %d. Elapsed time (microseconds): %d.",
-                    servable.path,
-                    len(records),
-                    (time.perf_counter() - start) * 1e6,
-                )
-        except errors.ServingError as error:
-            status = error.code.name
-            raise
-        finally:
-            latency_us = (time.perf_counter() - start) * 1e6
-            self.metrics.model_warmup_latency.observe(latency_us, str(servable.path), status)
 
     def metrics_text(self) -> str:
         return self.metrics.render()

@@ -6,6 +6,7 @@ parsing, output filter, then the run (where TF itself reports dtype and shape er
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -14,9 +15,6 @@ from tensorflow_serving.apis import predict_pb2
 from serving import errors, tensors
 
 DEFAULT_SIGNATURE = "serving_default"
-
-# (signature inputs, run) -> outputs; the batching scheduler slots in here.
-Runner = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 def signature_def(servable, name: str):
@@ -148,3 +146,54 @@ def predict(
             np.asarray(outputs[name]), tensor_content=tensor_content, out=response.outputs[name]
         )
     return response
+
+
+class Predictor:
+    """Predict on loaded versions with the server's settings: batching, encoding, checks.
+
+    Args:
+        batcher: the batch scheduler (`--enable_batching`), or None to run each call alone.
+        tensor_content: `--enable_serialization_as_tensor_content`.
+        method_check: `--enable_signature_method_name_check`.
+        runtime_latency: the `runtime_latency` histogram (µs by model, API, runtime), or None.
+    """
+
+    def __init__(
+        self,
+        *,
+        batcher=None,
+        tensor_content: bool = False,
+        method_check: bool = False,
+        runtime_latency=None,
+    ):
+        self.batcher = batcher
+        self.tensor_content = tensor_content
+        self.method_check = method_check
+        self.runtime_latency = runtime_latency
+
+    def predict_on(
+        self, servable, request: predict_pb2.PredictRequest
+    ) -> predict_pb2.PredictResponse:
+        """Predict on a servable already in hand (warmup uses this before AVAILABLE)."""
+        return predict(
+            servable,
+            request,
+            run=self._runner(servable),
+            tensor_content=self.tensor_content,
+            method_check=self.method_check,
+        )
+
+    def _runner(self, servable):
+        def run(key, arrays, names):
+            start = time.perf_counter()
+            if self.batcher is None:
+                outputs = servable.run(key, arrays)
+            else:
+                batch_key = (servable.name, servable.version, key, tuple(names))
+                outputs = self.batcher.run(batch_key, arrays, lambda a: servable.run(key, a))
+            if self.runtime_latency is not None:
+                latency_us = (time.perf_counter() - start) * 1e6
+                self.runtime_latency.observe(latency_us, servable.name, "Predict", "TF2")
+            return outputs
+
+        return run

@@ -11,7 +11,6 @@ import numpy as np
 from google.protobuf import message as protobuf_message
 from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
-from tensorflow_serving.apis import prediction_log_pb2
 
 from common.quiet import import_tensorflow
 from serving.errors import ServingError, invalid_argument, not_found, unknown
@@ -19,11 +18,6 @@ from serving.errors import ServingError, invalid_argument, not_found, unknown
 tf = import_tensorflow()
 
 logger = logging.getLogger("serving")
-
-WARMUP_DIR = "assets.extra"
-WARMUP_FILE = "tf_serving_warmup_requests"
-# `saved_model_warmup_util.h` WarmupConsts::kMaxNumRecords.
-MAX_WARMUP_RECORDS = 1000
 
 # gRPC codes by number: TF error codes and gRPC status codes share their numbering.
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -205,66 +199,3 @@ def load_servable(
         raise unknown(str(error) or type(error).__name__) from error
     signature_defs = {key: meta_graph.signature_def[key] for key in meta_graph.signature_def}
     return Servable(name, version, path, signature_defs, loaded)
-
-
-def _log_type_number(log: prediction_log_pb2.PredictionLog) -> int:
-    field = log.WhichOneof("log_type")
-    return log.DESCRIPTOR.fields_by_name[field].number
-
-
-def read_warmup_requests(version_dir: str | Path) -> list[prediction_log_pb2.PredictionLog]:
-    """Reads `assets.extra/tf_serving_warmup_requests` of a version directory.
-
-    Args:
-        version_dir: The SavedModel version directory.
-
-    Returns:
-        The PredictionLog records (all predict logs), or [] when there is no warmup file.
-
-    Raises:
-        ServingError: INVALID_ARGUMENT for too many or unparsable records, DATA_LOSS for a file
-            that is not TFRecord, UNIMPLEMENTED for records other than predict logs.
-    """
-    path = Path(version_dir) / WARMUP_DIR / WARMUP_FILE
-    if not path.is_file():
-        logger.info("No warmup data file found at %s", path)
-        return []
-    from tensorflow.python.util import deprecation
-
-    logs = []
-    try:
-        # tf_record_iterator reports corruption without tf.data's op-name decorations.
-        with deprecation.silence():
-            records = list(tf.compat.v1.io.tf_record_iterator(str(path)))
-    except tf.errors.DataLossError as error:
-        raise ServingError(
-            grpc.StatusCode.DATA_LOSS,
-            f"{error.message}. Please verify your warmup data is in TFRecord format.",
-        ) from error
-    except tf.errors.OpError as error:
-        raise from_op_error(error) from error
-    for count, record in enumerate(records, start=1):
-        if count > MAX_WARMUP_RECORDS:
-            raise invalid_argument(
-                f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}"
-            )
-        log = prediction_log_pb2.PredictionLog()
-        try:
-            log.ParseFromString(record)
-        except protobuf_message.DecodeError as error:
-            raise invalid_argument(
-                f"Failed to parse warmup record: {record!r} from {path}"
-            ) from error
-        kind = log.WhichOneof("log_type")
-        if kind is None:
-            # TF Serving skips a record with no log set without complaint.
-            continue
-        if kind != "predict_log":
-            # TF Serving also replays classify/regress/multi_inference logs; this server only
-            # replays Predict, so it refuses the others the way TF refuses session_run logs.
-            raise ServingError(
-                grpc.StatusCode.UNIMPLEMENTED,
-                f"Unsupported log_type for warmup: {_log_type_number(log)}",
-            )
-        logs.append(log)
-    return logs

@@ -18,7 +18,8 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving.core import config_checks, versions
 from serving.core.manager import ModelManager
 from serving.errors import ServingError
-from serving.servables.saved_model import load_servable, read_warmup_requests
+from serving.servables.saved_model import load_servable
+from serving.servables.warmup import read_warmup_requests
 from tests.support import corrupt_version, tf, write_known_model
 
 integration = pytest.mark.integration

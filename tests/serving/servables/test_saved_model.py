@@ -1,4 +1,4 @@
-"""serving/servables/saved_model.py: loading known-answer SavedModels, running them, warmup."""
+"""serving/servables/saved_model.py: loading known-answer SavedModels and running them."""
 
 from __future__ import annotations
 
@@ -7,23 +7,9 @@ import threading
 import grpc
 import numpy as np
 import pytest
-from tensorflow_serving.apis import (
-    classification_pb2,
-    model_pb2,
-    predict_pb2,
-    prediction_log_pb2,
-)
 
 from serving.errors import ServingError
-from serving.servables.saved_model import (
-    MAX_WARMUP_RECORDS,
-    WARMUP_DIR,
-    WARMUP_FILE,
-    from_op_error,
-    grpc_code,
-    load_servable,
-    read_warmup_requests,
-)
+from serving.servables.saved_model import from_op_error, grpc_code, load_servable
 from tests.support import corrupt_version, tf, write_known_model
 
 F32 = np.float32
@@ -37,23 +23,6 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def servable(model_dir):
     return load_servable("m", 1, model_dir)
-
-
-def _write_records(version_dir, records: list[bytes]):
-    path = version_dir / WARMUP_DIR / WARMUP_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for record in records:
-            writer.write(record)
-    return path
-
-
-def _predict_log() -> prediction_log_pb2.PredictionLog:
-    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="m"))
-    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0], F32)))
-    return prediction_log_pb2.PredictionLog(
-        predict_log=prediction_log_pb2.PredictLog(request=request)
-    )
 
 
 def test_identity(servable, model_dir):
@@ -171,59 +140,3 @@ def test_error_codes_map_by_number():
     error = from_op_error(tf.errors.ResourceExhaustedError(None, None, "too big"))
     assert (error.code, error.message) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "too big")
     assert from_op_error(RuntimeError("boom")).code == grpc.StatusCode.UNKNOWN
-
-
-def test_warmup_absent(tmp_path):
-    assert read_warmup_requests(tmp_path) == []
-
-
-def test_warmup_good(model_dir):
-    logs = read_warmup_requests(model_dir)
-    assert len(logs) == 1
-    request = logs[0].predict_log.request
-    assert request.model_spec.signature_name == "serving_default"
-    assert tf.make_ndarray(request.inputs["x"]).tolist() == [1.0]
-
-
-def test_warmup_not_tfrecord(tmp_path):
-    path = tmp_path / WARMUP_DIR / WARMUP_FILE
-    path.parent.mkdir()
-    path.write_bytes(b"this is definitely not a TFRecord file, just some text" * 4)
-    with pytest.raises(ServingError) as caught:
-        read_warmup_requests(tmp_path)
-    assert caught.value.code == grpc.StatusCode.DATA_LOSS
-    assert caught.value.message.endswith("Please verify your warmup data is in TFRecord format.")
-
-
-def test_warmup_too_many_records(tmp_path):
-    path = _write_records(tmp_path, [_predict_log().SerializeToString()] * (MAX_WARMUP_RECORDS + 1))
-    with pytest.raises(ServingError) as caught:
-        read_warmup_requests(tmp_path)
-    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert caught.value.message == f"Number of warmup records exceeds the maximum (1000) at {path}"
-
-
-def test_warmup_max_records_is_fine(tmp_path):
-    _write_records(tmp_path, [_predict_log().SerializeToString()] * MAX_WARMUP_RECORDS)
-    assert len(read_warmup_requests(tmp_path)) == MAX_WARMUP_RECORDS
-
-
-def test_warmup_unparsable_record(tmp_path):
-    _write_records(tmp_path, [b"\xff\xff\xff garbage"])
-    with pytest.raises(ServingError) as caught:
-        read_warmup_requests(tmp_path)
-    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert caught.value.message.startswith("Failed to parse warmup record: ")
-
-
-def test_warmup_other_log_types_unimplemented(tmp_path):
-    classify = prediction_log_pb2.PredictionLog(
-        classify_log=prediction_log_pb2.ClassifyLog(
-            request=classification_pb2.ClassificationRequest()
-        )
-    )
-    _write_records(tmp_path, [_predict_log().SerializeToString(), classify.SerializeToString()])
-    with pytest.raises(ServingError) as caught:
-        read_warmup_requests(tmp_path)
-    assert caught.value.code == grpc.StatusCode.UNIMPLEMENTED
-    assert caught.value.message == "Unsupported log_type for warmup: 2"
