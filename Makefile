@@ -12,7 +12,7 @@ SERVE_FLAGS := --port=8500 --rest_api_port=8501 --model_config_file=serving/mode
 	--enable_batching --batching_parameters_file=serving/batching.config \
 	--base_path_map=/models=$(MODELS)
 
-.PHONY: venv test test-all models serve demo bench lint clean
+.PHONY: venv test test-all models serve demo demo-inputs bench lint clean
 
 venv: $(STAMP)
 
@@ -30,8 +30,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest
 
+## ruff (lint and format) and the import-linter layer contracts of docs/architecture.md.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 ## Train (where models/ has none) and export the slim demo models (about 12 min on 2 cores).
 models: $(STAMP)
@@ -53,6 +56,10 @@ serve: models
 ## Client demo against `make serve` (run that in another terminal); writes out/demo/.
 demo: models
 	$(PY) -m client.demo
+
+## Regenerate the client demo's shipped input pictures (client/demo_inputs/).
+demo-inputs: $(STAMP)
+	$(PY) -m training.data.demo_inputs client/demo_inputs
 
 ## Benchmarks (not part of `make test`): each prints ratios measured in one run, into out/bench/.
 bench: models

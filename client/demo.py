@@ -10,19 +10,19 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import socket
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from client import cli
 from common.cli import Parser, parse_args
 
 MODELS = ("unet", "localizer", "generator")
-# EXIF tag 0x0112: orientation 6 means "rotate 90 degrees clockwise to view".
-EXIF_ORIENTATION, ROTATE_CW = 0x0112, 6
+# The shipped input pictures (package data).
+INPUTS = Path(__file__).resolve().parent / "demo_inputs"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,45 +65,24 @@ def listening(address: str) -> bool:
 
 
 def write_inputs(folder: Path) -> dict[str, list[Path]]:
-    """Writes the demo's input pictures and returns their paths by group.
+    """Copies the demo's input pictures into `folder` and returns their paths by group.
 
     Groups: `cars` (synthetic car photos, one a JPEG stored sideways with an EXIF orientation
-    tag), `shapes` (synthetic single objects, the true class in the name) and `coins`
-    (scikit-image's coins photo).
+    tag), `shapes` (synthetic single objects, the true class in the name), both shipped in
+    `client/demo_inputs/` (made by `training.data.demo_inputs`), and `coins` (scikit-image's
+    coins photo).
     """
-    # Imported here: training.* pulls in TensorFlow, which the client proper never needs.
-    from common.quiet import import_tensorflow
-
-    import_tensorflow()  # first, so its native start-up notices stay off the demo's output
     from skimage import data as skdata
 
-    from common.contract import DEFAULT_CLASS_NAMES
-    from training.data.cars import car_seeds, render_car
-    from training.data.shapes import synthetic_objects
-
     folder.mkdir(parents=True, exist_ok=True)
-    cars = []
-    for i, seed in enumerate(car_seeds(4, seed=2024)):
-        image, _ = render_car(seed, view=i, height=240, width=360)
-        if i < 3:
-            cars.append(_save(Image.fromarray(image), folder / f"car-{i + 1}.png"))
-            continue
-        # A camera held sideways stores the pixels rotated and says so in EXIF; the client
-        # must show (and segment) it upright, 240x360, not as the stored 360x240.
-        exif = Image.Exif()
-        exif[EXIF_ORIENTATION] = ROTATE_CW
-        sideways = Image.fromarray(np.ascontiguousarray(np.rot90(image, k=1)))
-        path = folder / "car-exif-rotated.jpg"
-        sideways.save(path, quality=92, exif=exif)
-        cars.append(path)
-
-    images, class_ids, _ = synthetic_objects(4, image_size=128, seed=7, progress=False)
-    shapes = [
-        _save(Image.fromarray(image), folder / f"shape-{i + 1}-{DEFAULT_CLASS_NAMES[c]}.png")
-        for i, (image, c) in enumerate(zip(images, class_ids, strict=True))
-    ]
-    coins = [_save(Image.fromarray(skdata.coins()), folder / "coins.png")]
-    return {"cars": cars, "shapes": shapes, "coins": coins}
+    groups: dict[str, list[Path]] = {"cars": [], "shapes": []}
+    for source in sorted(INPUTS.iterdir()):
+        group = "cars" if source.name.startswith("car-") else "shapes"
+        target = folder / source.name
+        shutil.copyfile(source, target)
+        groups[group].append(target)
+    groups["coins"] = [_save(Image.fromarray(skdata.coins()), folder / "coins.png")]
+    return groups
 
 
 def run_steps(root: Path, inputs: dict[str, list[Path]], server: str) -> list[str]:

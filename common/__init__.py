@@ -1,1 +1,2 @@
-"""The shared bottom layer: serving contracts, the quiet TensorFlow import, and (soon) the codec."""
+"""The shared bottom layer every stage imports: serving contracts and the model registry, the
+TensorProto codec and TF-free wire protos, status codes, the CLI helper, the quiet TF import."""

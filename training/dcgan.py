@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -22,8 +22,10 @@ from keras import layers
 from common.contract import Contract, generator_contract
 from training import gan_eval
 from training.config import check_choice
-from training.data import TaskData
 from training.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # the data package imports this module's config
+    from training.data import TaskData
 
 DATASETS = ("mnist", "digits")
 
@@ -89,8 +91,16 @@ class GeneratorConfig:
                 f"image_size={self.image_size}"
             )
         check_choice("dataset", self.dataset, DATASETS)
-        for name in ("latent_dim", "kernel_size", "batch_size", "epochs", "classifier_epochs",
-                     "classifier_train", "steps_per_epoch", "max_train"):
+        for name in (
+            "latent_dim",
+            "kernel_size",
+            "batch_size",
+            "epochs",
+            "classifier_epochs",
+            "classifier_train",
+            "steps_per_epoch",
+            "max_train",
+        ):
             value = getattr(self, name)
             # Only steps_per_epoch and max_train may be None (one pass over all the data).
             if value is not None and value < 1:
@@ -167,8 +177,14 @@ def build_generator(config: GeneratorConfig) -> keras.Model:
         x = layers.LeakyReLU(name=f"g_up{i}_lrelu")(x)
     # float32 even under a mixed-precision policy: the served images keep full precision.
     images = layers.Conv2DTranspose(
-        config.channels, k, strides=2, padding="same", use_bias=False, activation="tanh",
-        dtype="float32", name="images",
+        config.channels,
+        k,
+        strides=2,
+        padding="same",
+        use_bias=False,
+        activation="tanh",
+        dtype="float32",
+        name="images",
     )(x)
     return keras.Model(z, images, name="generator")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -24,8 +25,10 @@ from keras import layers, ops
 from common.contract import DEFAULT_CLASS_NAMES, Contract, localizer_contract
 from training import boxes as box_ops
 from training.config import check_choice
-from training.data import TaskData
 from training.errors import ConfigError
+
+if TYPE_CHECKING:  # the data package imports this module's config
+    from training.data import TaskData
 
 BOX_HEADS = ("dense", "edges")
 POOLINGS = ("flatten", "gap")
@@ -92,8 +95,15 @@ class LocalizerConfig:
         check_choice("box_head", self.box_head, BOX_HEADS)
         if not 1 <= self.edge_block <= len(self.filters):
             raise ConfigError(f"edge_block={self.edge_block} is not in 1..{len(self.filters)}")
-        for name in ("convs_per_block", "dense_units", "edge_units", "batch_size", "epochs",
-                     "num_train", "num_val"):
+        for name in (
+            "convs_per_block",
+            "dense_units",
+            "edge_units",
+            "batch_size",
+            "epochs",
+            "num_train",
+            "num_val",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
@@ -194,7 +204,10 @@ def build_localizer(config: LocalizerConfig) -> keras.Model:
     for i, filters in enumerate(config.filters, start=1):
         for j in range(1, config.convs_per_block + 1):
             x = layers.Conv2D(
-                filters, 3, padding="same", use_bias=not config.batch_norm,
+                filters,
+                3,
+                padding="same",
+                use_bias=not config.batch_norm,
                 name=f"block{i}_conv{j}",
             )(x)
             if config.batch_norm:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -19,8 +20,10 @@ from keras import layers
 from common.contract import unet_contract
 from training import metrics as seg_metrics
 from training.config import check_choice
-from training.data import TaskData
 from training.errors import ConfigError
+
+if TYPE_CHECKING:  # the data package imports this module's config
+    from training.data import TaskData
 
 ARCHITECTURES = ("seed", "unet")
 LOSSES = ("bce", "bce_dice")
