@@ -132,9 +132,7 @@ class RestTransport(_Transport):
         # One output comes bare, not as {alias: value}.
         if len(dtypes) == 1 or not isinstance(outputs, dict) or set(outputs) == {"b64"}:
             outputs = {next(iter(dtypes), "outputs"): outputs}
-        arrays = {
-            alias: from_json(value, dtypes.get(alias)) for alias, value in outputs.items()
-        }
+        arrays = {alias: from_json(value, dtypes.get(alias)) for alias, value in outputs.items()}
         if version is None:
             version = info["version"] if info else -1
         return arrays, version

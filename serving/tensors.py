@@ -16,7 +16,6 @@ from serving.errors import ServingError, invalid_argument, unimplemented
 dtype_name = codec.dtype_name
 
 
-
 def numpy_dtype(dtype: int) -> np.dtype:
     """The NumPy dtype holding a DataType (`ml_dtypes.bfloat16` for DT_BFLOAT16).
 

@@ -19,7 +19,6 @@ from common.contract import MODEL_NAMES
 PROG = "python -m training"
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     """The training CLI's argument parser."""
     p = Parser(prog=PROG, description="Train one of the served models into a run folder.")
@@ -38,12 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config field; repeatable (e.g. --set image_size=256)",
     )
     p.add_argument("--summary", action="store_true", help="print the model summary and exit")
     p.add_argument(
-        "--cpu-devices", type=int, default=None, metavar="N",
+        "--cpu-devices",
+        type=int,
+        default=None,
+        metavar="N",
         help="split the CPU into N logical devices (trains under MirroredStrategy when N > 1)",
     )
     return p
@@ -93,8 +99,11 @@ def _run(args: argparse.Namespace) -> int:
         preset = args.preset
         base = cfg.pick_preset(task.presets, preset, task.name)
         config = cfg.apply_overrides(base, args.overrides)
-    flags = {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
-             "batch_size": args.batch_size}
+    flags = {
+        "epochs": args.epochs,
+        "steps_per_epoch": args.steps_per_epoch,
+        "batch_size": args.batch_size,
+    }
     config = cfg.replace(config, **{k: v for k, v in flags.items() if v is not None})
 
     if args.summary:
@@ -105,14 +114,16 @@ def _run(args: argparse.Namespace) -> int:
         raise DataError(f"data path {data} does not exist")
     out = args.out or Path("runs") / task.name / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        result = train(task, config, out=out, data=data, seed=args.seed, resume=args.resume,
-                       preset=preset)
+        result = train(
+            task, config, out=out, data=data, seed=args.seed, resume=args.resume, preset=preset
+        )
     except tf.errors.InvalidArgumentError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         source = data or "built-in data"
         raise DataError(f"corrupt or unreadable data in {source}: {first}") from None
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()
-                      if isinstance(v, float | int))
+    shown = ", ".join(
+        f"{k}={v:.4g}" for k, v in result.metrics.items() if isinstance(v, float | int)
+    )
     print(f"[{task.name}] run folder: {result.run_dir}")
     print(f"[{task.name}] metrics: {shown}")
     return 0

@@ -48,15 +48,20 @@ def build_digit_classifier(image_size: int, seed: int = 0) -> keras.Model:
     x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
     for i, filters in enumerate((32, 64), start=1):
         x = layers.Conv2D(
-            filters, 3, padding="same", activation="relu", kernel_initializer=init,
+            filters,
+            3,
+            padding="same",
+            activation="relu",
+            kernel_initializer=init,
             name=f"conv{i}",
         )(x)
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(128, activation="relu", kernel_initializer=init, name=FEATURES_LAYER)(x)
     x = layers.Dropout(0.3, seed=seed, name="dropout")(x)
-    probs = layers.Dense(NUM_CLASSES, activation="softmax", kernel_initializer=init,
-                         name="class_probs")(x)
+    probs = layers.Dense(
+        NUM_CLASSES, activation="softmax", kernel_initializer=init, name="class_probs"
+    )(x)
     return keras.Model(inputs, probs, name="digit_classifier")
 
 
@@ -158,7 +163,8 @@ def save_samples_picture(fake: np.ndarray, real: np.ndarray, path: Path) -> None
     gap = 8
     canvas = np.full(
         (max(left.shape[0], right.shape[0]), left.shape[1] + gap + right.shape[1], 3),
-        128, np.uint8,
+        128,
+        np.uint8,
     )
     canvas[: left.shape[0], : left.shape[1]] = left
     canvas[: right.shape[0], -right.shape[1] :] = right

@@ -133,8 +133,14 @@ def train(
         raise UserError(f"{out} already holds a run; pass --resume to continue it or a new --out")
     out.mkdir(parents=True, exist_ok=True)
     cfg.save_json(
-        config, config_path, model=task.name, preset=preset, seed=seed, data=data,
-        tensorflow=tf.__version__, keras=keras.__version__,
+        config,
+        config_path,
+        model=task.name,
+        preset=preset,
+        seed=seed,
+        data=data,
+        tensorflow=tf.__version__,
+        keras=keras.__version__,
     )
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()

@@ -73,9 +73,19 @@ def _unet() -> Task:
     from training.data import segmentation
 
     return Task(
-        "unet", unet.UNetConfig, unet.PRESETS, unet.build_unet, unet.build_trainable, _same,
-        segmentation.load_data, unet.evaluate, unet.draw_predictions, unet.contract,
-        "predictions.png", _no_extra, _supervised_flops,
+        "unet",
+        unet.UNetConfig,
+        unet.PRESETS,
+        unet.build_unet,
+        unet.build_trainable,
+        _same,
+        segmentation.load_data,
+        unet.evaluate,
+        unet.draw_predictions,
+        unet.contract,
+        "predictions.png",
+        _no_extra,
+        _supervised_flops,
     )
 
 
@@ -84,9 +94,18 @@ def _localizer() -> Task:
     from training.data import shapes
 
     return Task(
-        "localizer", localizer.LocalizerConfig, localizer.PRESETS, localizer.build_localizer,
-        localizer.build_trainable, _same, shapes.load_data, localizer.evaluate,
-        localizer.draw_predictions, localizer.contract, "predictions.png", _no_extra,
+        "localizer",
+        localizer.LocalizerConfig,
+        localizer.PRESETS,
+        localizer.build_localizer,
+        localizer.build_trainable,
+        _same,
+        shapes.load_data,
+        localizer.evaluate,
+        localizer.draw_predictions,
+        localizer.contract,
+        "predictions.png",
+        _no_extra,
         _supervised_flops,
     )
 
@@ -96,10 +115,19 @@ def _generator() -> Task:
     from training.data import digits
 
     return Task(
-        "generator", dcgan.GeneratorConfig, dcgan.PRESETS, dcgan.build_generator,
-        dcgan.build_trainable, dcgan.servable, digits.load_data, dcgan.evaluate,
-        dcgan.draw_predictions, dcgan.contract, "samples.png",
-        lambda config: [dcgan.build_discriminator(config)], _gan_flops,
+        "generator",
+        dcgan.GeneratorConfig,
+        dcgan.PRESETS,
+        dcgan.build_generator,
+        dcgan.build_trainable,
+        dcgan.servable,
+        digits.load_data,
+        dcgan.evaluate,
+        dcgan.draw_predictions,
+        dcgan.contract,
+        "samples.png",
+        lambda config: [dcgan.build_discriminator(config)],
+        _gan_flops,
     )
 
 
@@ -120,4 +148,3 @@ def get_task(name: str) -> Task:
 def picture_path(run_dir: Path, task: Task) -> Path:
     """Where a run folder keeps its predictions picture."""
     return run_dir / task.picture
-

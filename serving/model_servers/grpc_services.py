@@ -104,4 +104,3 @@ def make_server(core, health_state, *, host: str, port: int, max_threads: int):
     if not bound:
         raise OSError(f"cannot bind the gRPC port {address} (in use?)")
     return server
-

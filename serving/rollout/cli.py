@@ -37,7 +37,6 @@ State = get_model_status_pb2.ModelVersionStatus.State
 POLL_S = 0.1
 
 
-
 class Rollout:
     """One server and its config file: every change is written to the file, then reloaded.
 

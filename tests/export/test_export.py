@@ -159,14 +159,16 @@ def test_generator_seeds_are_deterministic(exported, runs):
 def test_versions_count_up_and_are_never_overwritten(runs, tmp_path, capsys):
     base = tmp_path / "models"
     assert main(["unet", "--run", str(runs["unet"]), "--base-path", str(base)]) == 0
-    assert main(["unet", "--run", str(runs["unet"]), "--base-path", str(base),
-                 "--version", "7"]) == 0
+    assert (
+        main(["unet", "--run", str(runs["unet"]), "--base-path", str(base), "--version", "7"]) == 0
+    )
     assert main(["unet", "--run", str(runs["unet"]), "--base-path", str(base)]) == 0
     printed = capsys.readouterr().out.split()
     assert printed == [str(base / "unet" / v) for v in ("1", "7", "8")]
     before = (base / "unet" / "7" / "saved_model.pb").stat().st_mtime_ns
-    assert main(["unet", "--run", str(runs["unet"]), "--base-path", str(base),
-                 "--version", "7"]) == 2
+    assert (
+        main(["unet", "--run", str(runs["unet"]), "--base-path", str(base), "--version", "7"]) == 2
+    )
     assert "already exists" in capsys.readouterr().err
     assert (base / "unet" / "7" / "saved_model.pb").stat().st_mtime_ns == before
 
@@ -180,8 +182,12 @@ def _fails(argv, capsys, *expected):
 
 
 def test_missing_run_folder(tmp_path, capsys):
-    _fails(["unet", "--run", str(tmp_path / "nope"), "--base-path", str(tmp_path / "m")],
-           capsys, "nope", "does not exist")
+    _fails(
+        ["unet", "--run", str(tmp_path / "nope"), "--base-path", str(tmp_path / "m")],
+        capsys,
+        "nope",
+        "does not exist",
+    )
     assert not (tmp_path / "m").exists()
 
 
@@ -189,30 +195,45 @@ def test_incomplete_run_folder(runs, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(runs["unet"], run)
     (run / "model.weights.h5").unlink()
-    _fails(["unet", "--run", str(run), "--base-path", str(tmp_path / "m")], capsys,
-           "model.weights.h5", "did not finish")
+    _fails(
+        ["unet", "--run", str(run), "--base-path", str(tmp_path / "m")],
+        capsys,
+        "model.weights.h5",
+        "did not finish",
+    )
     assert _numeric(tmp_path / "m" / "unet") == []
 
 
 def test_run_of_another_model(runs, tmp_path, capsys):
-    _fails(["localizer", "--run", str(runs["unet"]), "--base-path", str(tmp_path / "m")],
-           capsys, "holds a 'unet' run", "python -m export unet")
+    _fails(
+        ["localizer", "--run", str(runs["unet"]), "--base-path", str(tmp_path / "m")],
+        capsys,
+        "holds a 'unet' run",
+        "python -m export unet",
+    )
 
 
 def test_weights_of_another_model(runs, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(runs["unet"], run)
     shutil.copy(runs["localizer"] / "model.weights.h5", run / "model.weights.h5")
-    _fails(["unet", "--run", str(run), "--base-path", str(tmp_path / "m")], capsys,
-           "do not fit the unet model")
+    _fails(
+        ["unet", "--run", str(run), "--base-path", str(tmp_path / "m")],
+        capsys,
+        "do not fit the unet model",
+    )
     assert _numeric(tmp_path / "m" / "unet") == []
 
 
 def test_unwritable_base_path(runs, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    _fails(["unet", "--run", str(runs["unet"]), "--base-path", str(blocker)], capsys,
-           "cannot write to base path", str(blocker))
+    _fails(
+        ["unet", "--run", str(runs["unet"]), "--base-path", str(blocker)],
+        capsys,
+        "cannot write to base path",
+        str(blocker),
+    )
 
 
 def test_failed_self_check_publishes_nothing(runs, tmp_path, monkeypatch, capsys):
@@ -220,8 +241,9 @@ def test_failed_self_check_publishes_nothing(runs, tmp_path, monkeypatch, capsys
         raise ExportCheckError("mask: max difference 0.3 exceeds 1e-05")
 
     monkeypatch.setattr(publish, "check_export", broken)
-    _fails(["unet", "--run", str(runs["unet"]), "--base-path", str(tmp_path)], capsys,
-           "max difference")
+    _fails(
+        ["unet", "--run", str(runs["unet"]), "--base-path", str(tmp_path)], capsys, "max difference"
+    )
     assert list((tmp_path / "unet").iterdir()) == []  # no version, no temporary folder
 
 
@@ -229,9 +251,18 @@ def test_failed_self_check_publishes_nothing(runs, tmp_path, monkeypatch, capsys
 def test_killed_export_leaves_nothing_servable(runs, tmp_path):
     model_dir = tmp_path / "unet"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "export", "unet", "--run", str(runs["unet"]),
-         "--base-path", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "unet",
+            "--run",
+            str(runs["unet"]),
+            "--base-path",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     deadline = time.monotonic() + 120

@@ -93,8 +93,9 @@ def test_unknown_preset(capsys):
 
 
 def test_unknown_set_key(capsys):
-    _fails_with(["localizer", "--preset", "tiny", "--set", "colour=red"], capsys,
-                "'colour'", "valid keys")
+    _fails_with(
+        ["localizer", "--preset", "tiny", "--set", "colour=red"], capsys, "'colour'", "valid keys"
+    )
 
 
 def test_size_not_multiple_of_16(capsys):
@@ -102,8 +103,20 @@ def test_size_not_multiple_of_16(capsys):
 
 
 def test_missing_data_folder(tmp_path, capsys):
-    _fails_with(["unet", "--preset", "tiny", "--data", str(tmp_path / "nope"),
-                 "--out", str(tmp_path / "run")], capsys, "nope", "does not exist")
+    _fails_with(
+        [
+            "unet",
+            "--preset",
+            "tiny",
+            "--data",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capsys,
+        "nope",
+        "does not exist",
+    )
 
 
 def test_image_without_mask(tmp_path, capsys):
@@ -112,8 +125,11 @@ def test_image_without_mask(tmp_path, capsys):
     root = write_carvana_layout(tmp_path / "carvana", 3, 2, 32, 48, seed=0)
     orphan = sorted((root / "train_masks").iterdir())[0]
     orphan.unlink()
-    _fails_with(["unet", "--preset", "tiny", "--data", str(root), "--out", str(tmp_path / "r")],
-                capsys, orphan.name.replace("_mask.gif", ".jpg"))
+    _fails_with(
+        ["unet", "--preset", "tiny", "--data", str(root), "--out", str(tmp_path / "r")],
+        capsys,
+        orphan.name.replace("_mask.gif", ".jpg"),
+    )
 
 
 def test_corrupt_image(tmp_path, capsys):
@@ -122,8 +138,11 @@ def test_corrupt_image(tmp_path, capsys):
     root = write_carvana_layout(tmp_path / "carvana", 3, 2, 32, 48, seed=0)
     broken = sorted((root / "train").iterdir())[1]
     broken.write_bytes(b"\xff\xd8 not really a jpeg")
-    _fails_with(["unet", "--preset", "tiny", "--data", str(root), "--out", str(tmp_path / "r")],
-                capsys, broken.name)
+    _fails_with(
+        ["unet", "--preset", "tiny", "--data", str(root), "--out", str(tmp_path / "r")],
+        capsys,
+        broken.name,
+    )
 
 
 def test_existing_run_is_not_overwritten(tmp_path, capsys):
@@ -136,7 +155,9 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
 def _python_m_training(*args, timeout=300):
     return subprocess.run(
         [sys.executable, "-m", "training", *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
 

@@ -31,7 +31,9 @@ def test_seed_is_the_tf_tutorial_network():
     assert discriminator.count_params() == 212_865
     tconvs = [lay for lay in generator.layers if isinstance(lay, keras.layers.Conv2DTranspose)]
     assert [(t.filters, t.kernel_size, t.strides) for t in tconvs] == [
-        (128, (5, 5), (1, 1)), (64, (5, 5), (2, 2)), (1, (5, 5), (2, 2)),
+        (128, (5, 5), (1, 1)),
+        (64, (5, 5), (2, 2)),
+        (1, (5, 5), (2, 2)),
     ]
 
 
@@ -83,8 +85,11 @@ def trained(tiny_data):
     model = dcgan.build_trainable(TINY)
     before = [w.numpy().copy() for w in model.generator.trainable_weights]
     history = model.fit(
-        tiny_data.train, epochs=TINY.epochs, steps_per_epoch=TINY.steps_per_epoch,
-        shuffle=False, verbose=0,
+        tiny_data.train,
+        epochs=TINY.epochs,
+        steps_per_epoch=TINY.steps_per_epoch,
+        shuffle=False,
+        verbose=0,
     )
     return model, before, history.history
 
@@ -175,8 +180,12 @@ print(json.dumps({
 
 def test_two_replica_step_equals_single_device_step():
     result = subprocess.run(
-        [sys.executable, "-c", _MIRRORED_CHECK], cwd=ROOT, capture_output=True, text=True,
-        timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        [sys.executable, "-c", _MIRRORED_CHECK],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -172,8 +172,9 @@ def test_tiny_runs_end_to_end(tmp_path):
     cfg = TINY
     data = load_data(cfg, None, seed=0)
     model = build_trainable(cfg)
-    model.fit(data.train, validation_data=data.val, epochs=1, steps_per_epoch=2, shuffle=False,
-              verbose=0)
+    model.fit(
+        data.train, validation_data=data.val, epochs=1, steps_per_epoch=2, shuffle=False, verbose=0
+    )
     metrics = evaluate(model, data, cfg)
     assert set(metrics) == {"accuracy", "f1", "mean_iou", "iou50", "num_val"}
     assert metrics["num_val"] == cfg.num_val

@@ -125,10 +125,12 @@ def _resize_all(images: np.ndarray, size: int) -> np.ndarray:
     """Resizes grey uint8 images `[N,H,W]` to `[N,size,size]` (a no-op at the same size)."""
     if images.shape[1:3] == (size, size):
         return images
-    return np.stack([
-        np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
-        for img in images
-    ])
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
+            for img in images
+        ]
+    )
 
 
 def _with_channels(grey: np.ndarray, channels: int) -> np.ndarray:
