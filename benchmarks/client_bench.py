@@ -3,7 +3,7 @@
 Prints ratios measured in one run:
 - client pre-processing (decode + resize + scale) plus post-processing (probabilities back to
   1918x1280, threshold) CPU time per image, over the model's own in-process inference time;
-- `client.codec.encode` (tensor_content) over `tf.make_tensor_proto` for the same batch.
+- `common.codec.encode` (tensor_content) over `tf.make_tensor_proto` for the same batch.
 
 Example:
     python -m benchmarks.client_bench --model-dir models/unet
@@ -57,8 +57,9 @@ def carvana_jpeg() -> bytes:
 
 
 def run(args) -> dict:
-    from client import codec, postprocess
+    from client import postprocess
     from client.preprocess import load_rgb, prepare_image
+    from common import codec
     from common.contract import unet_contract
     from common.quiet import import_tensorflow
 
@@ -111,7 +112,7 @@ def report(r: dict) -> str:
         f"  post-processing to full size (CPU){r['post_s'] * 1e3:8.2f} ms",
         f"  model, in-process, batch 1 (wall){r['model_s'] * 1e3:8.2f} ms",
         f"  (pre + post) / model              {r['pre_post_over_model']:8.3f}  (goal <= 0.25)",
-        "tensor encoding, client.codec.encode vs tf.make_tensor_proto (incl. serialisation):",
+        "tensor encoding, common.codec.encode vs tf.make_tensor_proto (incl. serialisation):",
     ]
     for n in (1, 16):
         e = r[f"encode_batch{n}"]

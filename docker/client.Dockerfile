@@ -1,9 +1,9 @@
 # syntax=docker/dockerfile:1
-# End-to-end demo client (docker compose --profile demo up client). It needs the `train` extra,
-# not just the slim client: the demo renders its input pictures with the training package.
+# End-to-end demo client (docker compose --profile demo up client): the slim client alone, no
+# TensorFlow; the demo's input pictures ship inside the client package.
 FROM python:3.11-slim
 
-# Matplotlib and TensorFlow write caches under $HOME; /tmp is writable for any uid.
+# Caches go under $HOME; /tmp is writable for any uid.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -13,12 +13,10 @@ WORKDIR /app
 
 # Only what the package build needs: the build context is the whole repository.
 COPY pyproject.toml constraints.txt README.md ./
-COPY training/ training/
-COPY export/ export/
-COPY serving/ serving/
+COPY common/ common/
 COPY client/ client/
 # Versions come from constraints.txt, which pins the whole resolved tree.
-RUN pip install --no-cache-dir -c constraints.txt ".[train]"
+RUN pip install --no-cache-dir -c constraints.txt .
 
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home --shell /usr/sbin/nologin app

@@ -15,6 +15,7 @@ WORKDIR /app
 # Only what the package build needs, listed one by one: the build context is the whole
 # repository (models/, runs/, .venv/ included), and there is no .dockerignore for it.
 COPY pyproject.toml constraints.txt README.md ./
+COPY common/ common/
 COPY training/ training/
 COPY export/ export/
 COPY serving/ serving/

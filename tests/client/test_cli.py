@@ -364,3 +364,20 @@ def test_status_and_metadata_print_json(capsys, served):
     assert metadata["name"] == "generator" and "serve_seeds" in metadata["signatures"]
     code, out, err = run(capsys, "status", "nosuchmodel", "--server", server)
     assert code == 3 and len(err) == 1 and "NOT_FOUND" in err[0]
+
+
+@integration
+def test_demo_runs_end_to_end_on_its_shipped_inputs(capsys, served, tmp_path):
+    """`make demo`: every step passes on the shipped inputs and writes its pictures."""
+    from client import demo
+
+    assert demo.main(["--out", str(tmp_path), "--server", f"127.0.0.1:{served.port}"]) == 0
+    out = capsys.readouterr().out
+    root = tmp_path / "demo"
+    assert sorted(p.name for p in (root / "inputs").iterdir()) == sorted(
+        [p.name for p in demo.INPUTS.iterdir()] + ["coins.png"]
+    )
+    assert (root / "generated.png").is_file() and (root / "status.json").is_file()
+    for step in ("segment", "localize", "coins"):
+        assert any((root / step).iterdir()), step
+    assert "steps failed" not in out

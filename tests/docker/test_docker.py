@@ -190,3 +190,30 @@ def test_compose_command_serves_all_models(tiny_runs, tmp_path):
     refused = _run_healthcheck(free_port())
     assert refused.returncode != 0
     assert "cannot connect" in refused.stderr
+
+
+# Entry module of each Python image -> what it runs (`python -m ...` in the image).
+IMAGE_ENTRIES = {
+    "trainer.Dockerfile": ("training.cli", "export.cli"),
+    "client.Dockerfile": ("client.demo", "client.cli"),
+}
+
+
+@pytest.mark.parametrize("dockerfile", sorted(IMAGE_ENTRIES))
+def test_images_copy_every_package_their_commands_import(dockerfile):
+    """A package the entry points import (directly or not) but the image lacks fails at run time."""
+    import grimp
+
+    copied = {
+        source.rstrip("/")
+        for keyword, args in _instructions(dockerfile)
+        if keyword == "COPY"
+        for source in args.split()[:-1]
+        if source.endswith("/") and not source.startswith("--")
+    }
+    graph = grimp.build_graph("common", "client", "training", "export", "serving")
+    needed = set()
+    for entry in IMAGE_ENTRIES[dockerfile]:
+        for module in graph.find_upstream_modules(entry) | {entry}:
+            needed.add(module.split(".")[0])
+    assert needed <= copied, f"{dockerfile} lacks {sorted(needed - copied)}"
