@@ -1,0 +1,74 @@
+"""Shared by the image models' export modules: in-graph decoding, sample requests, skew checks."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from client import preprocess as client_pre
+from common.contract import BYTES_SIGNATURE, DEFAULT_SIGNATURE, Contract
+from export.models.base import SKEW_ATOL, close
+from training.data.preprocess import prepare_image
+
+INPUT_KINDS = ("image", "image_bytes")
+
+
+def decode_images(image_bytes: tf.Tensor, contract: Contract) -> tuple[tf.Tensor, tf.Tensor]:
+    """Decodes JPEG/PNG/GIF/BMP bytes [N] into model inputs [N,S,S,C] and sizes [N, 2]."""
+    pre = contract.preprocessing
+
+    def one(data):
+        image = tf.io.decode_image(data, channels=pre.channels, expand_animations=False)
+        image.set_shape([None, None, pre.channels])
+        return prepare_image(image, pre), tf.shape(image)[:2]
+
+    images, sizes = tf.map_fn(
+        one,
+        image_bytes,
+        fn_output_signature=(
+            tf.TensorSpec([*pre.size, pre.channels], tf.float32),
+            tf.TensorSpec([2], tf.int32),
+        ),
+    )
+    return images, sizes
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Lossless encoding, so the bytes signature sees exactly the sample's pixels."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def image_requests(image: np.ndarray, contract: Contract) -> dict[str, dict[str, np.ndarray]]:
+    """One image, pre-processed for `serving_default` and PNG-encoded for `serve_bytes`."""
+    return {
+        DEFAULT_SIGNATURE: {"image": client_pre.prepare_image(image, contract.preprocessing)[None]},
+        BYTES_SIGNATURE: {"image_bytes": np.array([png_bytes(image)], dtype=object)},
+    }
+
+
+def skew_inputs(loaded, requests, contract: Contract) -> tuple[np.ndarray, dict, dict]:
+    """The train/serve skew test's common half, for one image three ways.
+
+    The PNG in the bytes request is lossless, so it holds exactly the sample image. Client
+    pre-processing (NumPy/Pillow) must equal the training pipeline's (TensorFlow); both are then
+    run through `serving_default`.
+
+    Returns:
+        (the image, serving_default outputs on the training pipeline's input, the same on the
+        client's input).
+    """
+    encoded = requests[BYTES_SIGNATURE]["image_bytes"][0]
+    image = np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
+    pre = contract.preprocessing
+    trained = prepare_image(tf.constant(image), pre).numpy()[None]
+    client = client_pre.prepare_image(image, pre)[None]
+    close("client vs training pre-processing", client, trained, SKEW_ATOL)
+    serve_image = loaded.signatures[DEFAULT_SIGNATURE]
+    via_train = {k: v.numpy() for k, v in serve_image(tf.constant(trained)).items()}
+    via_client = {k: v.numpy() for k, v in serve_image(tf.constant(client)).items()}
+    return image, via_train, via_client

@@ -1,0 +1,70 @@
+"""The `unet` export module: float images or encoded bytes in, mask probabilities out."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from common.contract import BYTES_SIGNATURE, DEFAULT_SIGNATURE, Contract
+from export.models.base import PARITY_ATOL, SKEW_ATOL, ExportModule, close, input_spec
+from export.models.images import INPUT_KINDS, decode_images, image_requests, skew_inputs
+
+
+def signatures(module: tf.Module, contract: Contract) -> dict:
+    model = module.model
+
+    @tf.function(input_signature=[input_spec(contract, DEFAULT_SIGNATURE)])
+    def serve_image(image):
+        logits = model(image, training=False)
+        return {"mask": tf.sigmoid(logits), "mask_logits": logits}
+
+    @tf.function(input_signature=[input_spec(contract, BYTES_SIGNATURE)])
+    def serve_bytes(image_bytes):
+        images, sizes = decode_images(image_bytes, contract)
+        probs = tf.sigmoid(model(images, training=False))
+        # Each mask goes back to its own image's size; a batch of mixed sizes is padded with
+        # zeros to the largest, and `image_size` tells the caller where to crop.
+        max_h, max_w = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
+
+        def restore(args):
+            prob, size = args
+            resized = tf.image.resize(prob, size, method="bilinear")
+            return tf.image.pad_to_bounding_box(resized, 0, 0, max_h, max_w)
+
+        masks = tf.map_fn(
+            restore, (probs, sizes), fn_output_signature=tf.TensorSpec([None, None, 1])
+        )
+        return {"mask": masks, "image_size": sizes}
+
+    return {
+        DEFAULT_SIGNATURE: serve_image.get_concrete_function(),
+        BYTES_SIGNATURE: serve_bytes.get_concrete_function(),
+    }
+
+
+def sample_image(config) -> np.ndarray:
+    """A synthetic car, non-square and larger than the model's input."""
+    from training.data.cars import render_car
+
+    side = config.image_size
+    image, _ = render_car(car_seed=2024, view=3, height=side + 8, width=round(1.5 * side))
+    return image
+
+
+def sample_requests(config, contract: Contract) -> dict:
+    return image_requests(sample_image(config), contract)
+
+
+def check(keras_model, loaded, contract: Contract, requests, outputs) -> None:
+    """serving_default equals the Keras model; bytes, client and training paths agree."""
+    served = outputs[DEFAULT_SIGNATURE]
+    out = keras_model(requests[DEFAULT_SIGNATURE]["image"], training=False)
+    close("serving_default mask vs Keras", served["mask"], tf.sigmoid(out), PARITY_ATOL)
+    image, via_train, via_client = skew_inputs(loaded, requests, contract)
+    close("mask: client vs training path", via_client["mask"], via_train["mask"], SKEW_ATOL)
+    full = tf.image.resize(via_train["mask"], image.shape[:2], method="bilinear").numpy()
+    close("mask: bytes signature vs training path", outputs[BYTES_SIGNATURE]["mask"], full,
+          SKEW_ATOL)
+
+
+EXPORT = ExportModule(INPUT_KINDS, signatures, sample_requests, check, sample_image)
