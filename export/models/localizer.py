@@ -64,13 +64,21 @@ def check(keras_model, loaded, contract: Contract, requests, outputs) -> None:
     for key in ("class_probs", "box"):
         close(f"{key}: client vs training path", via_client[key], via_train[key], SKEW_ATOL)
     from_bytes = outputs[BYTES_SIGNATURE]
-    close("class_probs: bytes signature vs training path", from_bytes["class_probs"],
-          via_train["class_probs"], SKEW_ATOL)
+    close(
+        "class_probs: bytes signature vs training path",
+        from_bytes["class_probs"],
+        via_train["class_probs"],
+        SKEW_ATOL,
+    )
     height, width = image.shape[:2]
     scale = np.array([width, height, height, width], np.float32)
     # Pixel boxes: a 1e-4 normalised tolerance scaled to the image.
-    close("box: bytes signature vs training path", from_bytes["box"] / scale, via_train["box"],
-          SKEW_ATOL)
+    close(
+        "box: bytes signature vs training path",
+        from_bytes["box"] / scale,
+        via_train["box"],
+        SKEW_ATOL,
+    )
 
 
 EXPORT = ExportModule(INPUT_KINDS, signatures, sample_requests, check, sample_image)

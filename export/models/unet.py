@@ -63,8 +63,9 @@ def check(keras_model, loaded, contract: Contract, requests, outputs) -> None:
     image, via_train, via_client = skew_inputs(loaded, requests, contract)
     close("mask: client vs training path", via_client["mask"], via_train["mask"], SKEW_ATOL)
     full = tf.image.resize(via_train["mask"], image.shape[:2], method="bilinear").numpy()
-    close("mask: bytes signature vs training path", outputs[BYTES_SIGNATURE]["mask"], full,
-          SKEW_ATOL)
+    close(
+        "mask: bytes signature vs training path", outputs[BYTES_SIGNATURE]["mask"], full, SKEW_ATOL
+    )
 
 
 EXPORT = ExportModule(INPUT_KINDS, signatures, sample_requests, check, sample_image)
