@@ -44,10 +44,24 @@ class Options:
     enable_serialization_as_tensor_content: bool = False
     enable_signature_method_name_check: bool = False
     saved_model_tags: str = "serve"
+    ssl_config_file: str = ""
     version: bool = False
     # Added by this server; tensorflow_model_server has no such flags.
     host: str = "127.0.0.1"
     base_path_map: str = ""
+    # Seconds that requests in flight get after SIGTERM/SIGINT before connections are closed.
+    drain_seconds: float = 30.0
+    # Bytes of decoded input tensors one Predict may declare (gRPC and REST alike).
+    max_request_tensor_bytes: int = 512 * 2**20
+    # REST limits: body (413), request head (431), URL (414), time to send the head and the
+    # body (408), open connections (503), and how long an idle keep-alive connection stays.
+    rest_api_max_body_bytes: int = 64 * 2**20
+    rest_api_max_header_bytes: int = 64 * 2**10
+    rest_api_max_url_bytes: int = 8 * 2**10
+    rest_api_header_timeout_seconds: float = 10.0
+    rest_api_body_timeout_seconds: float = 60.0
+    rest_api_max_connections: int = 256
+    rest_api_idle_timeout_seconds: float = 75.0
 
 
 # Flags tensorflow_model_server accepts that change nothing here (TF runtime tuning, caches,
@@ -74,7 +88,6 @@ IGNORED = {
 # Flags whose feature this server does not have; passing them is an error, not a silent no-op.
 UNSUPPORTED = {
     "grpc_socket_path": "UNIX sockets",
-    "ssl_config_file": "TLS",
     "use_alts_credentials": "ALTS",
     "platform_config_file": "platform configs",
     "prefer_tflite_model": "TensorFlow Lite models",
@@ -85,6 +98,17 @@ UNSUPPORTED = {
 }
 
 _TYPES = {field.name: field.type for field in dataclasses.fields(Options)}
+# Limits and timeouts of ours that only make sense above zero.
+_POSITIVE = (
+    "max_request_tensor_bytes",
+    "rest_api_max_body_bytes",
+    "rest_api_max_header_bytes",
+    "rest_api_max_url_bytes",
+    "rest_api_header_timeout_seconds",
+    "rest_api_body_timeout_seconds",
+    "rest_api_max_connections",
+    "rest_api_idle_timeout_seconds",
+)
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 
@@ -172,6 +196,12 @@ def check_options(options: Options) -> None:
         raise FlagError(f"--rest_api_port ({options.rest_api_port}) must differ from --port")
     if options.base_path_map and "=" not in options.base_path_map:
         raise FlagError(f"--base_path_map expects PREFIX=DIR, got {options.base_path_map!r}")
+    if options.drain_seconds < 0:
+        raise FlagError(f"--drain_seconds must be 0 or more, got {options.drain_seconds:g}")
+    for name in _POSITIVE:
+        value = getattr(options, name)
+        if not value > 0:
+            raise FlagError(f"--{name} must be greater than 0, got {value:g}")
 
 
 def usage() -> str:
@@ -185,8 +215,10 @@ def usage() -> str:
         lines.append(f"  --{field.name}={field.default}")
     lines += [
         "",
-        "--host and --base_path_map are this server's own: the address to bind (default",
-        "127.0.0.1), and PREFIX=DIR to read a config's base_path PREFIX/... from DIR/...",
+        "The flags from --host on are this server's own: the address to bind (default",
+        "127.0.0.1); PREFIX=DIR to read a config's base_path PREFIX/... from DIR/...; the",
+        "drain deadline after SIGTERM; the bytes of input tensors one Predict may declare;",
+        'and the REST API\'s limits (README, "Security").',
         f"Accepted and ignored: {', '.join('--' + n for n in sorted(IGNORED))}",
     ]
     return "\n".join(lines)

@@ -200,8 +200,8 @@ def test_unsupported_flags_are_errors(name):
 
 def test_unsupported_flag_text_and_dashed_name():
     with pytest.raises(FlagError) as info:
-        parse_flags(["--ssl-config-file=x"])
-    assert str(info.value) == "--ssl_config_file: the embedded server does not support TLS"
+        parse_flags(["--use-alts-credentials=true"])
+    assert str(info.value) == "--use_alts_credentials: the embedded server does not support ALTS"
 
 
 def test_unsupported_flag_rejected_even_without_value():
@@ -746,3 +746,28 @@ def test_ports_out_of_range(flag):
     options, _ = parse_flags(["--model_base_path=/m", flag])
     with pytest.raises(FlagError, match="TCP port"):
         check_options(options)
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--drain_seconds=-1", "--drain_seconds must be 0 or more, got -1"),
+        (
+            "--max_request_tensor_bytes=0",
+            "--max_request_tensor_bytes must be greater than 0, got 0",
+        ),
+        (
+            "--rest_api_max_body_bytes=-5",
+            "--rest_api_max_body_bytes must be greater than 0, got -5",
+        ),
+        (
+            "--rest_api_header_timeout_seconds=0",
+            "--rest_api_header_timeout_seconds must be greater than 0, got 0",
+        ),
+    ],
+)
+def test_limits_must_be_positive(flag, message):
+    options, _ = parse_flags(["--model_base_path=/m", flag])
+    with pytest.raises(FlagError) as info:
+        check_options(options)
+    assert str(info.value) == message
