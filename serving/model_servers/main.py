@@ -8,7 +8,10 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from serving.model_servers import flags
@@ -39,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for name in ignored:
         log.info("--%s has no effect in the embedded server; ignored", name)
+    # From here on SIGTERM/SIGINT ask for a drain (or, during start-up, a quick stop).
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     # Importing the server pulls in TensorFlow, so it waits until the flags are known good.
     from common.quiet import import_tensorflow
 
@@ -48,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from serving.model_servers.server import STARTUP_FAILURE, serve
 
     try:
-        return serve(options)
+        status = serve(options, stop)
     except (config_lib.ConfigError, errors.ServingError, ValueError) as error:
         text = (
             error.to_string()
@@ -56,4 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             else f"INVALID_ARGUMENT: {error}"
         )
         print(f"Failed to start server. Error: {text}", file=sys.stderr)
-        return STARTUP_FAILURE
+        status = STARTUP_FAILURE
+    _exit_now(status)
+
+
+def _exit_now(status: int) -> None:
+    """Ends the process now: after the drain deadline, a TensorFlow call still running in a
+    worker thread (Python cannot interrupt it) must not keep the process alive."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

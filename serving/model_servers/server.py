@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import gc
 import logging
-import signal
 import sys
 import threading
+import time
 
 from serving import errors
 from serving.config import files as config_lib
@@ -21,8 +21,6 @@ from serving.model_servers.server_core import Core
 
 log = logging.getLogger("serving")
 
-# Time given to requests in flight when SIGTERM arrives.
-DRAIN_SECONDS = 30.0
 # tensorflow_model_server returns -1 from main() when start-up fails.
 STARTUP_FAILURE = 255
 
@@ -66,6 +64,20 @@ def _initial_config(options: flags.Options):
     return config_lib.single_model_config(options.model_name, options.model_base_path)
 
 
+def _http_limits(options: flags.Options):
+    from serving.rest.http import HttpLimits
+
+    return HttpLimits(
+        max_body_bytes=options.rest_api_max_body_bytes,
+        max_header_bytes=options.rest_api_max_header_bytes,
+        max_url_bytes=options.rest_api_max_url_bytes,
+        header_timeout_s=options.rest_api_header_timeout_seconds,
+        body_timeout_s=options.rest_api_body_timeout_seconds,
+        max_connections=options.rest_api_max_connections,
+        idle_timeout_s=options.rest_api_idle_timeout_seconds,
+    )
+
+
 def _batcher(options: flags.Options, metrics: Metrics):
     if not options.enable_batching:
         return None
@@ -88,12 +100,18 @@ def _batcher(options: flags.Options, metrics: Metrics):
     return batching.BatchScheduler(params, on_batch=on_batch)
 
 
-def serve(options: flags.Options) -> int:
-    """Loads the initial models, opens the ports, and serves until SIGTERM or SIGINT.
+def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
+    """Loads the initial models, opens the ports, and serves until `stop` is set.
+
+    Args:
+        options: the parsed flags.
+        stop: set by SIGTERM/SIGINT (see `main`); setting it during start-up abandons the loads.
 
     Returns:
-        The process exit status: 0 after a clean drain, 255 when start-up fails.
+        The process exit status: 0 after a drain (or a stop during start-up), 255 when start-up
+        fails.
     """
+    stop = stop or threading.Event()
     from serving.core.manager import ModelManager
     from serving.model_servers import grpc_services
     from serving.model_servers.health import ModelHealth
@@ -132,12 +150,23 @@ def serve(options: flags.Options) -> int:
         allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
     )
     core = Core(manager, predictor, metrics=metrics, base_path_map=options.base_path_map)
+    started = threading.Event()
+    # A stop during start-up stops the manager, which ends the wait for the initial loads.
+    threading.Thread(
+        target=lambda: stop.wait() and not started.is_set() and manager.stop(),
+        name="stop-during-start",
+        daemon=True,
+    ).start()
     try:
         core.apply_config(initial)
     except errors.ServingError as error:
+        if stop.is_set():
+            log.info("Stopped while loading the initial models")
+            return 0
         print(f"Failed to start server. Error: {error.to_string()}", file=sys.stderr, flush=True)
         manager.stop()
         return STARTUP_FAILURE
+    started.set()
 
     # The loaded models and TensorFlow make a huge, long-lived object graph; freezing it keeps
     # the garbage collector's full passes (tens of ms) out of request latency.
@@ -164,15 +193,13 @@ def serve(options: flags.Options) -> int:
                 timeout_ms=options.rest_api_timeout_in_ms,
                 monitoring_path=config_lib.prometheus_path(monitoring),
                 num_threads=options.rest_api_num_threads,
+                limits=_http_limits(options),
             )
     except OSError as error:
         print(f"Failed to start server. Error: {error}", file=sys.stderr, flush=True)
         manager.stop()
         return STARTUP_FAILURE
 
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     grpc_server.start()
     if health_state is not None:
         health_state.start()
@@ -192,18 +219,29 @@ def serve(options: flags.Options) -> int:
 
     while not stop.wait(3600):
         pass
-    log.info("Shutting down: draining requests in flight")
+    _drain(options.drain_seconds, grpc_server, rest_server, poller, health_state)
+    if batcher is not None:
+        batcher.close()
+    # Unloading waits for handles in flight; a stuck one must not hold the process past the
+    # deadline (the caller exits at once after this returns).
+    unloader = threading.Thread(target=manager.stop, name="unload", daemon=True)
+    unloader.start()
+    unloader.join(max(options.drain_seconds, 1.0))
+    log.info("Server stopped")
+    return 0
+
+
+def _drain(seconds: float, grpc_server, rest_server, poller, health_state) -> None:
+    """No new connections or RPCs; those in flight get `seconds` to finish on both ports."""
+    log.info("Shutting down: requests in flight get up to %g s", seconds)
+    started = time.monotonic()
     if poller is not None:
         poller.stopped.set()
     if health_state is not None:
         health_state.shutdown()
-    # New RPCs are refused at once; those in flight get up to DRAIN_SECONDS to finish.
-    done = grpc_server.stop(DRAIN_SECONDS)
+    # gRPC refuses new RPCs at once and cancels the ones still running at the deadline; REST
+    # stops accepting at once, drains, then closes what is left. Both run at the same time.
+    done = grpc_server.stop(seconds)
     if rest_server is not None:
-        rest_server.shutdown()
-    done.wait()
-    if batcher is not None:
-        batcher.close()
-    manager.stop()
-    log.info("Server stopped")
-    return 0
+        rest_server.shutdown(seconds)
+    done.wait(max(seconds - (time.monotonic() - started), 0) + 1.0)

@@ -1,13 +1,13 @@
-"""TF Serving's REST API (`model_servers/http_rest_api_handler.cc`) on the standard library."""
+"""TF Serving's REST API (`model_servers/http_rest_api_handler.cc`): routes, JSON, errors."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import os
 import re
-import threading
 from urllib.parse import unquote
 
 import grpc
@@ -22,7 +22,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.errors import ServingError, invalid_argument
-from serving.rest.http import JSON_TYPE, DrainingHTTPServer
+from serving.rest.http import JSON_TYPE, HttpLimits, HttpServer
 from serving.rest.json.examples import parse_examples_request
 from serving.rest.json.response import (
     classification_json,
@@ -54,22 +54,24 @@ NOT_FOUND_PAGE = (
     b"<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n"
     b"</BODY></HTML>\n"
 )
-# TF's DirectSession message when `RunOptions.timeout_in_ms` expires.
-TIMEOUT_MESSAGE = "Timed out waiting for notification"
 
 
 class RestServer:
-    """The REST front end: HTTP/1.1 keep-alive, one thread per connection, core calls timed out.
+    """The REST front end: TF Serving's routes and JSON over the HTTP layer (`serving.rest.http`).
 
     Args:
         core: The server core (`predict`, `classify`, `regress`, `get_model_metadata`,
             `get_model_status`, `signature_inputs`, `metrics_text`).
         host: Address to bind; `""` or `0.0.0.0` for all IPv4 interfaces, IPv6 if it has `:`.
         port: Port to bind now (0 picks a free one, see `port`); it accepts only after `start()`.
-        timeout_ms: `--rest_api_timeout_in_ms`; a core call still running after this answers
-            504. Zero or less waits for ever.
+        timeout_ms: `--rest_api_timeout_in_ms`; a request still running after this answers 504.
+            Zero or less waits for ever.
         monitoring_path: Where Prometheus text is served, or None for no metrics endpoint.
-        num_threads: Worker threads for core calls (`--rest_api_num_threads`).
+        num_threads: Worker threads for requests (`--rest_api_num_threads`).
+        limits: The HTTP limits (body, head, URL, timeouts, connections); the timeout is set
+            from `timeout_ms`.
+        ssl_config: TF Serving's SSLConfig to serve HTTPS with (and require client certificates
+            when it says `client_verify`), or None for plain HTTP.
     """
 
     def __init__(
@@ -81,50 +83,53 @@ class RestServer:
         timeout_ms: int = 30000,
         monitoring_path: str | None = None,
         num_threads: int = 4 * (os.cpu_count() or 1),
+        limits: HttpLimits | None = None,
+        ssl_config=None,
     ):
         self._core = core
-        self._timeout = timeout_ms / 1000 if timeout_ms > 0 else None
         self._monitoring_path = monitoring_path
-        # --rest_api_num_threads: how many REST calls run the model at once.
+        limits = dataclasses.replace(
+            limits or HttpLimits(),
+            request_timeout_s=timeout_ms / 1000 if timeout_ms > 0 else None,
+        )
+        # --rest_api_num_threads: how many REST requests parse JSON and run the model at once.
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, num_threads), thread_name_prefix="rest-core"
         )
-        self._httpd = DrainingHTTPServer.create(host, port, self)
-        self._thread: threading.Thread | None = None
+        self._http = HttpServer(host, port, self.respond, limits, self._pool, ssl_config=ssl_config)
 
     @property
     def port(self) -> int:
         """The bound port (useful after asking for port 0)."""
-        return self._httpd.server_address[1]
+        return self._http.port
 
     def start(self) -> None:
-        """Starts listening and serves in a background daemon thread."""
-        self._httpd.server_activate()
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
-        )
-        self._thread.start()
+        """Starts listening and serves on a background thread."""
+        self._http.start()
 
-    def shutdown(self) -> None:
-        """Stops accepting, lets in-flight requests finish, then closes idle connections."""
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-        self._httpd.server_close()
-        self._httpd.drain()
+    def shutdown(self, drain_s: float = 30.0) -> None:
+        """Stops accepting; requests in flight get up to `drain_s`, then connections close."""
+        self._http.shutdown(drain_s)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def respond(
-        self, method: str, path: str, headers, body: bytes
+        self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, bytes, str | None]:
-        """Answers one request: (HTTP status, body, content type or None for no header)."""
+        """Answers one request: (HTTP status, body, content type or None for no header).
+
+        Args:
+            method: The HTTP method.
+            path: The request path, without the query, as sent.
+            headers: The request headers by lower-case name.
+            body: The whole request body.
+        """
         if self._monitoring_path is not None and path == self._monitoring_path:
             return 200, self._core.metrics_text().encode(), METRICS_TYPE
         if not _API_PATH.fullmatch(path):
             return 404, NOT_FOUND_PAGE, "text/html"
         if method == "OPTIONS":
             # A CORS preflight: no body and no JSON content type, as in `http_server.cc`.
-            return (200 if _ORIGIN.search(headers.get("Origin", "")) else 400), b"", None
+            return (200 if _ORIGIN.search(headers.get("origin", "")) else 400), b"", None
         status, text = self.handle(method, path, body)
         return status, text.encode("utf-8", "surrogateescape"), JSON_TYPE
 
@@ -134,16 +139,6 @@ class RestServer:
             return 200, self._process(method, path, body)
         except ServingError as error:
             return error.http_status, error_json(error.message)
-
-    def _call(self, function, *args, **kwargs):
-        """Runs a core call on the worker pool, giving up after the REST timeout."""
-        future = self._pool.submit(function, *args, **kwargs)
-        try:
-            return future.result(timeout=self._timeout)
-        except concurrent.futures.TimeoutError:
-            # Python cannot stop the model mid-run; the answer goes back now, the work finishes.
-            future.cancel()
-            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, TIMEOUT_MESSAGE) from None
 
     def _process(self, method: str, path: str, body: bytes) -> str:
         groups, parsed = ("", "", "", ""), None
@@ -175,7 +170,7 @@ class RestServer:
         request.model_spec.signature_name = signature
         for alias, array in arrays.items():
             request.inputs[alias].CopyFrom(from_numpy(array, tensor_content=True))
-        response = self._call(self._core.predict, request, entrypoint="REST")
+        response = self._core.predict(request, entrypoint="REST")
         outputs = {alias: to_numpy(tensor, alias) for alias, tensor in response.outputs.items()}
         return predict_response_json(outputs, request_format)
 
@@ -183,26 +178,26 @@ class RestServer:
         signature, request_input = parse_examples_request(body)
         request = classification_pb2.ClassificationRequest(model_spec=spec, input=request_input)
         request.model_spec.signature_name = signature
-        response = self._call(self._core.classify, request, entrypoint="REST")
+        response = self._core.classify(request, entrypoint="REST")
         return classification_json(response.result)
 
     def _regress(self, spec: model_pb2.ModelSpec, body: bytes) -> str:
         signature, request_input = parse_examples_request(body)
         request = regression_pb2.RegressionRequest(model_spec=spec, input=request_input)
         request.model_spec.signature_name = signature
-        response = self._call(self._core.regress, request, entrypoint="REST")
+        response = self._core.regress(request, entrypoint="REST")
         return regression_json(response.result)
 
     def _status(self, spec: model_pb2.ModelSpec) -> str:
         request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
-        response = self._call(self._core.get_model_status, request, entrypoint="REST")
+        response = self._core.get_model_status(request, entrypoint="REST")
         return _proto_json(response, preserve_names=False)
 
     def _metadata(self, spec: model_pb2.ModelSpec) -> str:
         request = get_model_metadata_pb2.GetModelMetadataRequest(
             model_spec=spec, metadata_field=["signature_def"]
         )
-        response = self._call(self._core.get_model_metadata, request, entrypoint="REST")
+        response = self._core.get_model_metadata(request, entrypoint="REST")
         signatures = get_model_metadata_pb2.SignatureDefMap()
         if not response.metadata["signature_def"].Unpack(signatures):
             raise ServingError(
