@@ -3,6 +3,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# checkov and kubernetes-validate, in a venv of their own (see tools-constraints.txt for why).
+TOOLS_VENV := .venv-tools
+TOOLS_PY := $(TOOLS_VENV)/bin/python
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
 MODELS := models
 DEMO_MODELS := unet localizer generator
 # The docker compose command line, plus where the container's /models lives on this machine.
@@ -12,7 +16,7 @@ SERVE_FLAGS := --port=8500 --rest_api_port=8501 --model_config_file=serving/mode
 	--enable_batching --batching_parameters_file=serving/batching.config \
 	--base_path_map=/models=$(MODELS)
 
-.PHONY: venv test test-all models serve demo demo-inputs bench lint clean
+.PHONY: venv tools test test-all models serve demo demo-inputs bench lint clean
 
 venv: $(STAMP)
 
@@ -22,12 +26,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[train,dev]"
 	touch $(STAMP)
 
+## The deployment-file checkers that tests/docker/test_static_tools.py runs (about 30 s to build).
+tools: $(TOOLS_STAMP)
+
+$(TOOLS_STAMP): tools-constraints.txt
+	test -x $(TOOLS_PY) || $(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_PY) -m pip install --quiet --upgrade pip
+	$(TOOLS_PY) -m pip install --quiet -c tools-constraints.txt checkov kubernetes-validate
+	touch $(TOOLS_STAMP)
+
 ## Run the whole suite except `slow` tests.
-test: $(STAMP)
+test: $(STAMP) $(TOOLS_STAMP)
 	$(PY) -m pytest -m "not slow"
 
 ## Everything, slow tests included.
-test-all: $(STAMP)
+test-all: $(STAMP) $(TOOLS_STAMP)
 	$(PY) -m pytest
 
 ## ruff (lint and format) and the import-linter layer contracts of docs/architecture.md.
@@ -68,4 +81,4 @@ bench: models
 	$(PY) -m benchmarks.fallback_bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS_VENV) .pytest_cache .ruff_cache

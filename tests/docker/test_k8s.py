@@ -51,8 +51,10 @@ def _sec(pod, container, key):
 def test_kinds_present(docs):
     kinds = [d["kind"] for d in docs]
     for kind in (
+        "Namespace",
         "Deployment",
         "HorizontalPodAutoscaler",
+        "NetworkPolicy",
         "PersistentVolumeClaim",
         "PodDisruptionBudget",
     ):
@@ -63,6 +65,28 @@ def test_kinds_present(docs):
     }
     assert _one(docs, "Service", "tfserving-headless")["spec"]["clusterIP"] == "None"
     assert _one(docs, "Service", "tfserving")["spec"].get("type", "ClusterIP") == "ClusterIP"
+
+
+def test_everything_in_one_restricted_namespace(docs):
+    namespace = _one(docs, "Namespace")
+    name = namespace["metadata"]["name"]
+    # The API server itself refuses pods that break the "restricted" Pod Security Standard.
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    # The Namespace comes first, so `kubectl apply -f` creates it before what goes in it.
+    assert docs[0] is namespace
+    for doc in docs[1:]:
+        assert doc["metadata"].get("namespace") == name, doc["metadata"]["name"]
+
+
+def test_network_policy_admits_only_serving_ports(docs, deployment, container):
+    policy = _one(docs, "NetworkPolicy")["spec"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    # Ingress only to gRPC and REST; with Egress listed and no egress rule, nothing goes out.
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    assert not policy.get("egress")
+    ports = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
+    assert ports == {p["name"] for p in container["ports"]}
 
 
 def test_container_ports(container):
