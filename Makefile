@@ -16,7 +16,7 @@ SERVE_FLAGS := --port=8500 --rest_api_port=8501 --model_config_file=serving/mode
 	--enable_batching --batching_parameters_file=serving/batching.config \
 	--base_path_map=/models=$(MODELS)
 
-.PHONY: venv tools test test-all models serve demo demo-inputs bench lint clean
+.PHONY: venv tools test test-all models serve demo demo-inputs bench soak lint clean
 
 venv: $(STAMP)
 
@@ -79,6 +79,11 @@ bench: models
 	$(PY) -m benchmarks.serving_bench
 	$(PY) -m benchmarks.client_bench
 	$(PY) -m benchmarks.fallback_bench
+
+## Soak (not part of make test): 8 clients x 60 s of mixed gRPC and REST calls on the slim
+## models; prints calls, errors (goal 0), p50/p99 and the server's RSS growth (goal < 10%).
+soak: models
+	$(PY) -m benchmarks.soak --clients 8 --seconds 60
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) .pytest_cache .ruff_cache
