@@ -70,6 +70,8 @@ class RestServer:
             504. Zero or less waits for ever.
         monitoring_path: Where Prometheus text is served, or None for no metrics endpoint.
         num_threads: Worker threads for core calls (`--rest_api_num_threads`).
+        ssl_config: The `--ssl_config_file`'s SSLConfig, or None. Stored but not used yet:
+            REST stays plaintext (as in TF Serving) until HTTPS support lands here.
     """
 
     def __init__(
@@ -81,10 +83,12 @@ class RestServer:
         timeout_ms: int = 30000,
         monitoring_path: str | None = None,
         num_threads: int = 4 * (os.cpu_count() or 1),
+        ssl_config=None,
     ):
         self._core = core
         self._timeout = timeout_ms / 1000 if timeout_ms > 0 else None
         self._monitoring_path = monitoring_path
+        self._ssl_config = ssl_config
         # --rest_api_num_threads: how many REST calls run the model at once.
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, num_threads), thread_name_prefix="rest-core"
