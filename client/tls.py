@@ -63,10 +63,9 @@ class TLSFiles:
         # The ssl module checks the files with readable errors; gRPC would only fail the first
         # handshake, as a bare UNAVAILABLE.
         self.ssl_context()
-        key = _read_pem(self.key, "key")
         return grpc.ssl_channel_credentials(
             root_certificates=_read_pem(self.ca, "ca"),
-            private_key=key,
+            private_key=_read_pem(self.key, "key"),
             certificate_chain=_read_pem(self.cert, "cert"),
         )
 
