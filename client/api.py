@@ -5,6 +5,8 @@ Example:
     >>> with ServingClient.grpc("127.0.0.1:8500", timeout=10) as client:
     ...     result = client.segment("car.jpg")[0]
     ...     result.mask.shape, result.source          # original size, "model:unet/1"
+
+TLS: `ServingClient.grpc(target, tls=TLSFiles(ca="ca.pem"))` (see `client.tls`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from client.models import (
 )
 from client.preprocess import ImageLike, load_rgb, prepare_image
 from client.served import contract_from_metadata
+from client.tls import TLSFiles
 
 FALLBACK_POLICIES = ("auto", "never", "only")
 # The failures that mean "the model can't answer" rather than "the request is wrong".
@@ -82,19 +85,31 @@ class ServingClient:
 
     @classmethod
     def grpc(
-        cls, target: str = "127.0.0.1:8500", *, timeout: float = 30.0, **options
+        cls,
+        target: str = "127.0.0.1:8500",
+        *,
+        timeout: float = 30.0,
+        tls: TLSFiles | None = None,
+        **options,
     ) -> ServingClient:
+        """A client over gRPC; `tls` (a `client.tls.TLSFiles`) makes the channel TLS."""
         from client.transport import GrpcTransport
 
-        return cls(GrpcTransport(target, timeout=timeout), **options)
+        return cls(GrpcTransport(target, timeout=timeout, tls=tls), **options)
 
     @classmethod
     def rest(
-        cls, url: str = "http://127.0.0.1:8501", *, timeout: float = 30.0, **options
+        cls,
+        url: str = "http://127.0.0.1:8501",
+        *,
+        timeout: float = 30.0,
+        tls: TLSFiles | None = None,
+        **options,
     ) -> ServingClient:
+        """A client over REST; an https:// URL uses `tls` (or the system's roots)."""
         from client.rest_transport import RestTransport
 
-        return cls(RestTransport(url, timeout=timeout), **options)
+        return cls(RestTransport(url, timeout=timeout, tls=tls), **options)
 
     def __enter__(self) -> ServingClient:
         return self

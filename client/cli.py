@@ -5,6 +5,7 @@ Usage:
     python -m client localize shapes/*.png --jobs 4 --server 127.0.0.1:8500
     python -m client generate --n 16 --seed 0 --out grid.png
     python -m client status unet --rest http://127.0.0.1:8501
+    python -m client status unet --server serving:8500 --ca ca.pem --cert me.pem --key me.key
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from client.errors import ClientError
 from client.fallbacks import METHODS
 from client.pictures import color_instances, draw_box, overlay_mask, sample_grid
 from client.preprocess import load_rgb
-from common.cli import Parser, parse_args
+from client.tls import add_tls_arguments, tls_from_args
+from common.cli import Parser, fail, parse_args
 
 # Exit statuses: some images failed; usage (argparse's own); the server failed, no fallback.
 EXIT_SOME_FAILED, EXIT_USAGE, EXIT_SERVER = 1, 2, 3
@@ -45,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         return args
     try:
         client = _make_client(args)
+    except (ClientError, ValueError) as error:  # a TLS file or a URL that cannot be used
+        return fail(parser.prog, getattr(error, "message", error))
+    try:
         with client:
             return args.run(client, args)
     except ClientError as error:
@@ -72,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--rest", metavar="URL", help="use REST at URL instead of gRPC")
     server.add_argument("--timeout", type=_positive(float), metavar="S", help="seconds per call")
+    add_tls_arguments(server)
 
     version = argparse.ArgumentParser(add_help=False)
     version.add_argument("--model", help="served model name (default: the command's model)")
@@ -302,10 +308,11 @@ def _make_client(args: argparse.Namespace) -> ServingClient:
     for name in ("fallback", "method", "cleanup"):
         if hasattr(args, name):
             options[name] = getattr(args, name)
+    tls = tls_from_args(args)
     if args.rest:
-        url = args.rest if "://" in args.rest else f"http://{args.rest}"
-        return ServingClient.rest(url, **options)
-    return ServingClient.grpc(args.server, **options)
+        url = args.rest if "://" in args.rest else f"{'https' if tls else 'http'}://{args.rest}"
+        return ServingClient.rest(url, tls=tls, **options)
+    return ServingClient.grpc(args.server, tls=tls, **options)
 
 
 def _call_options(args: argparse.Namespace) -> dict[str, Any]:

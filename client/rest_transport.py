@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import threading
@@ -12,6 +13,7 @@ from typing import Any
 
 from client.errors import BAD_INPUT, ClientError
 from client.json_values import from_json, to_json
+from client.tls import TLSFiles
 from client.transport import (
     REST_INFO_TTL_S,
     _code_name,
@@ -21,6 +23,21 @@ from client.transport import (
     _Transport,
 )
 from common.status import code_for_http_status
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS that may check the certificate against another name than the host dialled."""
+
+    def __init__(self, host, port=None, *, context, server_name=None):
+        super().__init__(host, port, context=context)
+        self._server_name = server_name
+
+    def connect(self) -> None:
+        # HTTPSConnection.connect, with the name to verify taken from server_name; proxies
+        # (whose tunnel the parent handles) are never used by the transport.
+        http.client.HTTPConnection.connect(self)
+        name = self._server_name or self.host
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=name)
 
 
 class RestTransport(_Transport):
@@ -41,6 +58,7 @@ class RestTransport(_Transport):
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.1,
+        tls: TLSFiles | None = None,
     ):
         """Prepares the transport (nothing connects before the first call).
 
@@ -49,13 +67,26 @@ class RestTransport(_Transport):
             timeout: Default deadline of each call in seconds, retries included.
             retries: Extra attempts after an UNAVAILABLE answer (503, connection refused).
             backoff: Base of the backoff in seconds: retry n waits up to backoff * 2**n.
+            tls: The CA, client certificate and key for https:// (`TLSFiles()`, like None,
+                trusts the system's roots and shows no certificate).
+
+        Raises:
+            ValueError: A URL that is not http(s)://HOST..., or `tls` with an http:// URL.
+            ClientError: BAD_INPUT for a TLS file that is missing or not PEM.
         """
         super().__init__(timeout, retries, backoff)
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"expected an http:// or https:// URL, not {url!r}")
-        https = parts.scheme == "https"
-        self._factory = http.client.HTTPSConnection if https else http.client.HTTPConnection
+        if tls is not None and parts.scheme == "http":
+            raise ValueError(f"TLS options need an https:// URL, not {url!r}")
+        if parts.scheme == "https":
+            tls = tls or TLSFiles()
+            self._factory = functools.partial(
+                _HTTPSConnection, context=tls.ssl_context(), server_name=tls.server_name
+            )
+        else:
+            self._factory = http.client.HTTPConnection
         self._host, self._port, self._prefix = parts.hostname, parts.port, parts.path.rstrip("/")
         self._local = threading.local()
         self._lock = threading.Lock()

@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 
 from client.errors import BAD_INPUT, ClientError
+from client.tls import TLSFiles, grpc_channel
 from common import codec
 from common.wire import get_model_metadata_pb2 as metadata_pb2
 from common.wire import get_model_status_pb2 as status_pb2
@@ -154,6 +155,7 @@ class GrpcTransport(_Transport):
         retries: int = 3,
         backoff: float = 0.1,
         max_message_bytes: int = 2**31 - 1,
+        tls: TLSFiles | None = None,
     ):
         """Opens the channel (lazily: nothing connects before the first call).
 
@@ -163,21 +165,24 @@ class GrpcTransport(_Transport):
             retries: Extra attempts after an UNAVAILABLE answer.
             backoff: Base of the backoff in seconds: retry n waits up to backoff * 2**n.
             max_message_bytes: Largest message sent or received (gRPC's default is 4 MiB).
+            tls: The CA, client certificate and key for a TLS channel (`TLSFiles()` trusts
+                the system's roots); None for plaintext.
+
+        Raises:
+            ClientError: BAD_INPUT for a TLS file that is missing or not PEM.
         """
         super().__init__(timeout, retries, backoff)
         # After a refused connection gRPC waits 1 s (and more) before it tries to reconnect,
         # failing calls at once meanwhile, which would make short client backoffs useless.
         reconnect_ms = max(int(backoff * 1000), 20)
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.initial_reconnect_backoff_ms", reconnect_ms),
-                ("grpc.min_reconnect_backoff_ms", reconnect_ms),
-                ("grpc.max_reconnect_backoff_ms", max(reconnect_ms, 2000)),
-            ],
-        )
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.initial_reconnect_backoff_ms", reconnect_ms),
+            ("grpc.min_reconnect_backoff_ms", reconnect_ms),
+            ("grpc.max_reconnect_backoff_ms", max(reconnect_ms, 2000)),
+        ]
+        self._channel = grpc_channel(target, tls, options)
         self._methods = {
             path: self._channel.unary_unary(
                 path,

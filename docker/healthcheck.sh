@@ -4,6 +4,13 @@
 # every served model, and passes only when each one answers 200 with a version AVAILABLE.
 # A server that is up but still loading (or failed to load) a model is therefore unhealthy.
 #
+# TLS: TensorFlow Serving's --ssl_config_file secures the gRPC port only; its REST port always
+# speaks plain HTTP. So with TLS turned on, the probe of the real container keeps working
+# unchanged. Only a REST port that speaks HTTPS (the embedded `python -m serving` can do that)
+# needs HEALTHCHECK_CA (PEM roots to trust) and, for mutual TLS, HEALTHCHECK_CERT and
+# HEALTHCHECK_KEY; any of them makes the probe use HTTPS through curl or, failing that,
+# `openssl s_client`. bash alone cannot speak TLS, so without either tool the probe says so.
+#
 # Overrides (for tests, or another port): HEALTH_HOST, HEALTH_PORT, HEALTH_MODELS (space-separated).
 set -euo pipefail
 
@@ -12,9 +19,14 @@ port="${HEALTH_PORT:-8501}"
 models="${HEALTH_MODELS:-unet localizer generator}"
 # Per-read limit in seconds; Docker's HEALTHCHECK --timeout bounds the whole probe anyway.
 read_timeout="${HEALTH_READ_TIMEOUT:-3}"
+ca="${HEALTHCHECK_CA:-}"
+cert="${HEALTHCHECK_CERT:-}"
+key="${HEALTHCHECK_KEY:-}"
 
-probe() {
-  local model="$1" response="" line=""
+# Fills the caller's `response` (bash locals are dynamically scoped) with the raw HTTP answer:
+# status line, headers and body, over plain HTTP.
+fetch_http() {
+  local model="$1" line=""
   # A refused connection makes the redirection fail; report it instead of bash's bare error.
   if ! exec 3<>"/dev/tcp/${host}/${port}"; then
     echo "unhealthy: cannot connect to ${host}:${port}" >&2
@@ -30,7 +42,52 @@ probe() {
   # The last line may lack a newline (read then fails but has still filled `line`).
   response+="${line}"
   exec 3<&- 3>&-
+}
 
+# The same over HTTPS, verifying the server against HEALTHCHECK_CA (or the system's roots).
+fetch_https() {
+  local model="$1" args=()
+  if [[ -n "$cert" && -z "$key" || -z "$cert" && -n "$key" ]]; then
+    echo "unhealthy: HEALTHCHECK_CERT and HEALTHCHECK_KEY go together; set both or neither" >&2
+    return 1
+  fi
+  if command -v curl >/dev/null; then
+    args=(--silent --show-error --include --http1.1 --max-time "$read_timeout")
+    [[ -z "$ca" ]] || args+=(--cacert "$ca")
+    [[ -z "$cert" ]] || args+=(--cert "$cert" --key "$key")
+    if ! response="$(curl "${args[@]}" "https://${host}:${port}/v1/models/${model}" 2>&1)"; then
+      # curl's first line is the reason; the rest is advice about its web page.
+      echo "unhealthy: ${model}: ${response%%$'\n'*}" >&2
+      return 1
+    fi
+  elif command -v openssl >/dev/null; then
+    # -verify_return_error makes a certificate the CA does not vouch for fail the handshake.
+    args=(s_client -quiet -verify_return_error -connect "${host}:${port}")
+    if [[ "$host" =~ ^[0-9.]+$|: ]]; then args+=(-verify_ip "$host"); else
+      args+=(-servername "$host" -verify_hostname "$host"); fi
+    [[ -z "$ca" ]] || args+=(-CAfile "$ca")
+    [[ -z "$cert" ]] || args+=(-cert "$cert" -key "$key")
+    response="$(printf 'GET /v1/models/%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' \
+      "$model" "$host" | timeout "$read_timeout" openssl "${args[@]}" 2>/dev/null)" || true
+    if [[ -z "$response" ]]; then
+      echo "unhealthy: ${model}: no HTTPS answer from ${host}:${port} (TLS handshake" \
+        "failed? \`openssl s_client -connect ${host}:${port}\` shows why)" >&2
+      return 1
+    fi
+  else
+    echo "unhealthy: HEALTHCHECK_CA/CERT/KEY ask for HTTPS, but neither curl nor openssl" \
+      "is installed to speak TLS; install one, or probe a plain-HTTP REST port" >&2
+    return 1
+  fi
+}
+
+probe() {
+  local model="$1" response=""
+  if [[ -n "${ca}${cert}${key}" ]]; then
+    fetch_https "$model" || return 1
+  else
+    fetch_http "$model" || return 1
+  fi
   if [[ "${response%%$'\n'*}" != "HTTP/1."[01]" 200"* ]]; then
     echo "unhealthy: ${model}: ${response%%$'\n'*}" >&2
     return 1

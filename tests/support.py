@@ -49,9 +49,23 @@ class ServerProcess:
 
     Readiness is detected as TF Serving's own test harness does: a Predict for a model that
     does not exist answers with an error mentioning `Servable` once the server is up.
+
+    Args:
+        flags: `python -m serving` flags other than the two ports.
+        log_path: Where the server's stdout and stderr go.
+        rest: Whether to open a REST port.
+        credentials: For a server started with `--ssl_config_file`, the channel credentials
+            that the readiness probe (and `self.channel`) use; None for plaintext.
     """
 
-    def __init__(self, *flags: str, log_path: Path, rest: bool = True):
+    def __init__(
+        self,
+        *flags: str,
+        log_path: Path,
+        rest: bool = True,
+        credentials: grpc.ChannelCredentials | None = None,
+    ):
+        self.credentials = credentials
         self.port = free_port()
         self.rest_port = free_port() if rest else 0
         self.flags = [f"--port={self.port}", *flags]
@@ -77,7 +91,11 @@ class ServerProcess:
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
-        channel = grpc.insecure_channel(f"127.0.0.1:{self.port}", options=CHANNEL_OPTIONS)
+        target = f"127.0.0.1:{self.port}"
+        if self.credentials is None:
+            channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        else:
+            channel = grpc.secure_channel(target, self.credentials, options=CHANNEL_OPTIONS)
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         probe = predict_pb2.PredictRequest(
             model_spec=model_pb2.ModelSpec(name="intentionally_missing_model")
@@ -130,6 +148,72 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, message: s
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {message or predicate}")
+
+
+# -- TLS -----------------------------------------------------------------------------------
+
+# Names in the test server's certificate: clients dial 127.0.0.1, or check another name.
+SERVER_NAMES = ("localhost", "127.0.0.1", "serving.internal")
+
+
+class TLSCertificates:
+    """Three CAs made at test time with trustme, and their certificates as PEM files.
+
+    `server_ca` signs the server's certificate, `client_ca` the client's (it is the server's
+    custom_ca under mutual TLS), and `rogue_ca` an intruder's certificate and nothing the
+    server trusts. Files: server-ca.pem, client-ca.pem, rogue-ca.pem, client.pem, client.key,
+    rogue-client.pem, rogue-client.key.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        import trustme
+
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.server_ca, self.client_ca, self.rogue_ca = trustme.CA(), trustme.CA(), trustme.CA()
+        self.server = self.server_ca.issue_cert(*SERVER_NAMES)
+        for name, ca in (("server", self.server_ca), ("client", self.client_ca)):
+            ca.cert_pem.write_to_path(str(self.path(f"{name}-ca.pem")))
+        self.rogue_ca.cert_pem.write_to_path(str(self.path("rogue-ca.pem")))
+        for name, ca in (("client", self.client_ca), ("rogue-client", self.rogue_ca)):
+            leaf = ca.issue_cert(f"{name}.test")
+            leaf.cert_chain_pems[0].write_to_path(str(self.path(f"{name}.pem")))
+            leaf.private_key_pem.write_to_path(str(self.path(f"{name}.key")))
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def ssl_config(
+        self, *, client_verify: bool = False, custom_ca: bool = True, name: str = "ssl.config"
+    ) -> Path:
+        """Writes TF Serving's SSLConfig text file and returns its path.
+
+        Args:
+            client_verify: Require client certificates (mutual TLS).
+            custom_ca: Name the client CA as custom_ca (needed by client_verify).
+            name: The file name in the folder.
+        """
+        from google.protobuf import text_format
+
+        from serving.config.protos import ssl_config_pb2
+
+        config = ssl_config_pb2.SSLConfig(
+            server_key=self.server.private_key_pem.bytes().decode(),
+            server_cert=self.server.cert_chain_pems[0].bytes().decode(),
+            custom_ca=self.client_ca.cert_pem.bytes().decode() if custom_ca else "",
+            client_verify=client_verify,
+        )
+        path = self.path(name)
+        path.write_text(text_format.MessageToString(config))
+        return path
+
+    def credentials(self, ca: str = "server", client: str | None = None) -> grpc.ChannelCredentials:
+        """gRPC credentials trusting `<ca>-ca.pem`, showing `<client>.pem` if given."""
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.path(f"{ca}-ca.pem").read_bytes(),
+            private_key=None if client is None else self.path(f"{client}.key").read_bytes(),
+            certificate_chain=None if client is None else self.path(f"{client}.pem").read_bytes(),
+        )
 
 
 # -- known-answer models ---------------------------------------------------------------------

@@ -1,14 +1,16 @@
-"""Text-format config files (model list, batching, monitoring), parsed with TF Serving's protos."""
+"""Text-format config files (models, batching, monitoring, SSL), parsed with TF Serving's protos."""
 
 from __future__ import annotations
 
 import os
+import ssl
+import tempfile
 from pathlib import Path
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.config.protos import batching_parameters_pb2, monitoring_config_pb2
+from serving.config.protos import batching_parameters_pb2, monitoring_config_pb2, ssl_config_pb2
 
 # TF Serving's default Prometheus path (`PrometheusExporter::kPrometheusPath`).
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
@@ -45,6 +47,92 @@ def read_batching_parameters(path: str | Path) -> batching_parameters_pb2.Batchi
 def read_monitoring_config(path: str | Path) -> monitoring_config_pb2.MonitoringConfig:
     """Parses a `--monitoring_config_file`."""
     return _parse(path, monitoring_config_pb2.MonitoringConfig())
+
+
+def read_ssl_config(path: str | Path) -> ssl_config_pb2.SSLConfig:
+    """Parses and checks an `--ssl_config_file` (TF Serving's `SSLConfig` text proto).
+
+    The file holds the PEM text itself, not paths. Beyond parsing, the key and certificate are
+    loaded once here, so a mistake fails start-up with its field named rather than as gRPC's
+    bare "Failed to bind" (which reads like a port in use).
+
+    Raises:
+        ConfigError: the file is missing or does not parse; server_key or server_cert is empty,
+            not PEM, or not a matching pair; custom_ca is not PEM; or client_verify is true
+            without a custom_ca to verify client certificates against.
+    """
+    config = _parse(path, ssl_config_pb2.SSLConfig())
+    wanted = {"server_key": "private key", "server_cert": "certificate"}
+    for field, what in wanted.items():
+        if not getattr(config, field).strip():
+            raise ConfigError(
+                f"{path}: SSLConfig.{field} is empty; put the server's PEM {what} text "
+                f'in it: {field}: "-----BEGIN ..."'
+            )
+    for field in ("server_key", "server_cert", "custom_ca"):
+        value = getattr(config, field)
+        if value.strip() and "-----BEGIN " not in value:
+            # The usual mistake is a path; anything else is not echoed, as it may be a secret.
+            text = value.strip()
+            path_like = len(text) < 256 and text.endswith((".pem", ".crt", ".key", ".cert"))
+            looks = f" (it looks like a path: {text!r})" if path_like else ""
+            raise ConfigError(
+                f"{path}: SSLConfig.{field} is not PEM text{looks}; the file holds the PEM "
+                "itself (-----BEGIN ... -----END ...), not a path to it"
+            )
+    if "ENCRYPTED" in config.server_key:
+        raise ConfigError(
+            f"{path}: SSLConfig.server_key is encrypted; gRPC needs the key unencrypted "
+            "(e.g. `openssl pkey -in key.pem -out plain.pem`)"
+        )
+    if config.client_verify and not config.custom_ca.strip():
+        raise ConfigError(
+            f"{path}: SSLConfig.client_verify is true but custom_ca is empty; set custom_ca "
+            "to the PEM certificate of the CA that signs the client certificates"
+        )
+    try:
+        server_ssl_context(config)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    return config
+
+
+def server_ssl_context(config: ssl_config_pb2.SSLConfig) -> ssl.SSLContext:
+    """A server-side `ssl.SSLContext` with TF Serving's meaning of an SSLConfig.
+
+    client_verify true requires a client certificate that chains to custom_ca (gRPC's
+    REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY); false asks for none. An HTTPS server
+    can wrap its sockets with it; `read_ssl_config` uses it to check the PEM text.
+
+    Raises:
+        ConfigError: the key and certificate do not load as a pair, or custom_ca is not PEM.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    # `ssl` loads a key pair only from files, so the PEM text goes through a private temporary
+    # folder (mode 0700) that is removed at once.
+    with tempfile.TemporaryDirectory(prefix="ssl-config-") as folder:
+        key, cert = Path(folder, "key.pem"), Path(folder, "cert.pem")
+        key.touch(mode=0o600)
+        key.write_text(config.server_key, encoding="utf-8")
+        cert.write_text(config.server_cert, encoding="utf-8")
+        try:
+            # A password callback stops OpenSSL from prompting on the terminal for a key that
+            # turns out to be encrypted after all; the empty password then fails to decrypt it.
+            context.load_cert_chain(cert, key, password=lambda: b"")
+        except ssl.SSLError as error:
+            raise ConfigError(
+                "SSLConfig.server_key and server_cert do not load as a key pair "
+                f"({error.reason or error}); server_cert must be the certificate of server_key"
+            ) from None
+    if config.custom_ca.strip():
+        try:
+            context.load_verify_locations(cadata=config.custom_ca)
+        except ssl.SSLError as error:
+            raise ConfigError(
+                f"SSLConfig.custom_ca is not a PEM certificate ({error.reason or error})"
+            ) from None
+    context.verify_mode = ssl.CERT_REQUIRED if config.client_verify else ssl.CERT_NONE
+    return context
 
 
 def prometheus_path(config: monitoring_config_pb2.MonitoringConfig | None) -> str | None:

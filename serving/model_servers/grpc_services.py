@@ -76,8 +76,17 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return self.core.reload_config(request)
 
 
-def make_server(core, health_state, *, host: str, port: int, max_threads: int):
+def make_server(core, health_state, *, host: str, port: int, max_threads: int, ssl_config=None):
     """Builds the gRPC server with both TF Serving services (and health) on one port.
+
+    Args:
+        core: The server core the services call.
+        health_state: The `grpc.health.v1` state, or None for no health service.
+        host: Address to bind.
+        port: Port to bind.
+        max_threads: Threads serving RPCs (`--grpc_max_threads`).
+        ssl_config: A checked `SSLConfig` (`config.files.read_ssl_config`) for TLS, or None
+            for plaintext.
 
     Raises:
         OSError: the port cannot be bound.
@@ -98,9 +107,30 @@ def make_server(core, health_state, *, host: str, port: int, max_threads: int):
         health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, server)
     address = f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        if ssl_config is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, server_credentials(ssl_config))
     except RuntimeError:
         bound = 0
     if not bound:
         raise OSError(f"cannot bind the gRPC port {address} (in use?)")
     return server
+
+
+def server_credentials(ssl_config) -> grpc.ServerCredentials:
+    """TLS credentials as TF Serving builds them (`BuildServerCredentialsFromSSLConfigFile`).
+
+    client_verify true is REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY against custom_ca;
+    false requests no client certificate at all, even when custom_ca is set.
+    """
+    key_and_cert = (ssl_config.server_key.encode(), ssl_config.server_cert.encode())
+    log.info(
+        "gRPC uses TLS%s",
+        " and requires client certificates signed by custom_ca" if ssl_config.client_verify else "",
+    )
+    return grpc.ssl_server_credentials(
+        [key_and_cert],
+        root_certificates=ssl_config.custom_ca.encode() or None,
+        require_client_auth=ssl_config.client_verify,
+    )

@@ -125,6 +125,10 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
     monitoring = None
     if options.monitoring_config_file:
         monitoring = config_lib.read_monitoring_config(options.monitoring_config_file)
+    # Read and checked before any model loads, so a bad file fails start-up at once.
+    ssl_config = None
+    if options.ssl_config_file:
+        ssl_config = config_lib.read_ssl_config(options.ssl_config_file)
     initial = _initial_config(options)
     batcher = _batcher(options, metrics)
     predictor = Predictor(
@@ -183,6 +187,7 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
             host=options.host,
             port=options.port,
             max_threads=options.grpc_max_threads,
+            ssl_config=ssl_config,
         )
         rest_server = None
         if options.rest_api_port:
@@ -194,6 +199,7 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
                 monitoring_path=config_lib.prometheus_path(monitoring),
                 num_threads=options.rest_api_num_threads,
                 limits=_http_limits(options),
+                ssl_config=ssl_config,
             )
     except OSError as error:
         print(f"Failed to start server. Error: {error}", file=sys.stderr, flush=True)

@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from serving.config import files as config_files
 from serving.errors import ServingError, invalid_argument
 from serving.rest.http import JSON_TYPE, HttpLimits, HttpServer
 from serving.rest.json.examples import parse_examples_request
@@ -96,7 +97,8 @@ class RestServer:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, num_threads), thread_name_prefix="rest-core"
         )
-        self._http = HttpServer(host, port, self.respond, limits, self._pool, ssl_config=ssl_config)
+        context = None if ssl_config is None else config_files.server_ssl_context(ssl_config)
+        self._http = HttpServer(host, port, self.respond, limits, self._pool, ssl_context=context)
 
     @property
     def port(self) -> int:

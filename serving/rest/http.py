@@ -19,15 +19,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 import socket
-import tempfile
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from pathlib import Path
 
 import h11
 import uvicorn
@@ -330,7 +328,7 @@ class HttpServer:
         respond: the application (`serving.rest.handler.RestServer.respond`).
         limits: the port's limits.
         pool: the REST worker pool that runs `respond`.
-        ssl_config: TF Serving's SSLConfig (PEM key, certificate, CA, client_verify), or None.
+        ssl_context: the server-side TLS context to serve HTTPS with, or None for HTTP.
     """
 
     def __init__(
@@ -341,7 +339,7 @@ class HttpServer:
         limits: HttpLimits,
         pool: concurrent.futures.Executor,
         *,
-        ssl_config=None,
+        ssl_context: ssl.SSLContext | None = None,
     ):
         self._sock = _bind(host, port)
         options = dict(
@@ -353,11 +351,11 @@ class HttpServer:
             timeout_keep_alive=limits.idle_timeout_s,
             backlog=max(limits.max_connections, 64),
         )
-        try:
-            config = _with_tls(_App(respond, limits, pool), options, ssl_config)
-        except BaseException:
-            self._sock.close()
-            raise
+        config = uvicorn.Config(_App(respond, limits, pool), **options)
+        config.load()
+        # uvicorn builds its own context only from key files; ours comes from TF Serving's
+        # SSLConfig (PEM text), already checked, and is used as is.
+        config.ssl = ssl_context
         config.serving_limits = limits
         self._server = _Server(config)
         self._thread: threading.Thread | None = None
@@ -410,32 +408,3 @@ def _bind(host: str, port: int) -> socket.socket:
         raise
     sock.setblocking(False)
     return sock
-
-
-def _with_tls(app, options: dict, ssl_config) -> uvicorn.Config:
-    """The uvicorn Config, with TLS from an SSLConfig when given.
-
-    SSLConfig carries PEM text; Python's ssl loads keys only from files, so they are written to a
-    private temporary folder for the moment the context is built, then deleted.
-    """
-    if ssl_config is None:
-        config = uvicorn.Config(app, **options)
-        config.load()
-        return config
-    import ssl
-
-    with tempfile.TemporaryDirectory(prefix="serving-tls-") as folder:
-        folder_path = Path(folder)
-        os.chmod(folder_path, 0o700)
-        key, cert = folder_path / "key.pem", folder_path / "cert.pem"
-        key.write_text(ssl_config.server_key)
-        cert.write_text(ssl_config.server_cert)
-        tls = {"ssl_keyfile": str(key), "ssl_certfile": str(cert)}
-        if ssl_config.custom_ca:
-            ca = folder_path / "ca.pem"
-            ca.write_text(ssl_config.custom_ca)
-            tls["ssl_ca_certs"] = str(ca)
-        tls["ssl_cert_reqs"] = ssl.CERT_REQUIRED if ssl_config.client_verify else ssl.CERT_NONE
-        config = uvicorn.Config(app, **options, **tls)
-        config.load()  # builds the SSLContext now, while the files exist
-    return config

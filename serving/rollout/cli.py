@@ -3,6 +3,8 @@
 Example:
     python -m serving.rollout --server 127.0.0.1:8500 --config serving/models.config \\
         --base_path_map /models=models canary unet 2
+    python -m serving.rollout --server serving:8500 --ca ca.pem --cert me.pem --key me.key \\
+        --config serving/models.config status
 
 Clients should ask for the `stable` label: an unlabelled request gets the highest AVAILABLE
 version, which is the canary while one is loaded.
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import grpc
 
+from client.errors import ClientError
+from client.tls import TLSFiles, add_tls_arguments, grpc_channel, tls_from_args
 from common.cli import Parser, fail, parse_args
 from common.quiet import import_tensorflow
 
@@ -45,11 +49,22 @@ class Rollout:
         config_path: The server's `--model_config_file`.
         timeout: Seconds allowed for each RPC and for each wait on a version's state.
         base_path_map: PREFIX=DIR, to find on this machine the versions of container paths.
+        tls: CA, client certificate and key for a TLS channel (`client.tls`), or None.
+
+    Raises:
+        ClientError: BAD_INPUT for a TLS file that is missing or not PEM.
     """
 
-    def __init__(self, server: str, config_path: str, timeout: float, base_path_map: str = ""):
+    def __init__(
+        self,
+        server: str,
+        config_path: str,
+        timeout: float,
+        base_path_map: str = "",
+        tls: TLSFiles | None = None,
+    ):
         self.config_path, self.timeout, self.base_path_map = config_path, timeout, base_path_map
-        self.channel = grpc.insecure_channel(server)
+        self.channel = grpc_channel(server, tls)
         self.stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
 
     def statuses(self, name: str, version: int | None = None) -> list:
@@ -261,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per RPC and per wait")
     p.add_argument("--base_path_map", default="", help="PREFIX=DIR: where config paths live here")
     p.add_argument("--json", action="store_true", help="status as JSON")
+    add_tls_arguments(p)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="versions, states and labels").add_argument("model", nargs="?")
     canary = sub.add_parser("canary", help="load VERSION beside stable, label it canary")
@@ -278,7 +294,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args
     if args.base_path_map and "=" not in args.base_path_map:
         return fail(PROG, "--base_path_map expects PREFIX=DIR")
-    tool = Rollout(args.server, args.config, args.timeout, args.base_path_map)
+    try:
+        tls = tls_from_args(args)
+        tool = Rollout(args.server, args.config, args.timeout, args.base_path_map, tls)
+    except ClientError as error:  # a TLS file that cannot be used
+        return fail(PROG, error.message)
     try:
         if args.command == "status":
             report = tool.status(args.model)
