@@ -77,6 +77,7 @@ def test_concurrent_requests_are_merged_into_one_batch(server):
     assert 1 <= batches - batches_before < 6
 
 
+@pytest.mark.reliability
 def test_full_queue_is_unavailable_and_oversized_task_is_invalid(server):
     busy = predict(
         server,

@@ -113,6 +113,7 @@ def test_typed_fields_broadcast_and_ignore_extra_values(predict):
     assert list(predict.Predict(request(x=five), timeout=30).outputs["y"].float_val) == [2, 3, 4]
 
 
+@pytest.mark.reliability
 def test_twenty_megabyte_request_and_big_response(predict):
     rows = 20 * 2**20 // 12 + 1  # [rows, 3] float32 is just over 20 MiB
     m = np.ones((rows, 3), dtype=np.float32)
@@ -127,6 +128,7 @@ def test_twenty_megabyte_request_and_big_response(predict):
 # -- Predict: TF Serving's errors -------------------------------------------------------------
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize(
     "req, code, text",
     [
@@ -216,6 +218,7 @@ def test_long_messages_are_truncated(predict):
     assert error.details().endswith("...TRUNCATED")
 
 
+@pytest.mark.reliability
 def test_server_keeps_serving_after_errors(predict):
     for req in (request(name="nope"), request(x=np.array([1.0]))):
         call_error(predict.Predict, req)

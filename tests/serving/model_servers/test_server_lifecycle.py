@@ -76,6 +76,7 @@ def run_cli(*flags, timeout=120):
     )
 
 
+@pytest.mark.reliability
 def test_rollout_keeps_serving_and_a_bad_version_never_replaces_a_good_one(tmp_path):
     """Prepare v1; Send traffic while v2 arrives, then a corrupt v3; Verify no request failed."""
     base = tmp_path / "models"
@@ -126,6 +127,7 @@ def test_rollout_keeps_serving_and_a_bad_version_never_replaces_a_good_one(tmp_p
         assert "Retrying of Loading servable: {name: half version: 3}" in server.log()
 
 
+@pytest.mark.reliability
 def test_startup_failure_exits_with_tf_servings_message(tmp_path):
     corrupt_version(tmp_path / "broken", 1)
     result = run_cli(
@@ -140,6 +142,7 @@ def test_startup_failure_exits_with_tf_servings_message(tmp_path):
     )
 
 
+@pytest.mark.reliability
 def test_bad_warmup_fails_the_load(tmp_path):
     write_known_model(tmp_path / "warm", 1, warmup="bad")
     result = run_cli(
@@ -176,6 +179,7 @@ def test_ports_open_only_after_models_load(tmp_path):
         assert server.stop() == 0
 
 
+@pytest.mark.reliability
 def test_reload_config_rpc_and_config_file_polling(tmp_path):
     base = tmp_path / "models"
     write_known_model(base / "half", 1)
@@ -237,6 +241,7 @@ def test_reload_config_rpc_and_config_file_polling(tmp_path):
         assert predict_y(server.channel, "third", 1.0) == (1, 2.0)
 
 
+@pytest.mark.reliability
 def test_sigterm_drains_requests_in_flight(tmp_path):
     write_known_model(tmp_path / "half", 1)
     server = ServerProcess(

@@ -115,6 +115,7 @@ def test_float_formatting(rest):
     assert status == 200 and "NaN" in text and "Infinity" in text
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize(
     "method, path, body, status, error",
     [
