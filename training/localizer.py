@@ -24,6 +24,7 @@ from keras import layers, ops
 
 from common.contract import DEFAULT_CLASS_NAMES, Contract, localizer_contract
 from training import boxes as box_ops
+from training import schedules
 from training.config import check_choice
 from training.errors import ConfigError
 
@@ -51,6 +52,7 @@ class LocalizerConfig:
             (a spatial softmax per box edge over the column and row profiles of one block).
         edge_block: 1-based trunk block whose features the `edges` head reads.
         edge_units: channels of the `edges` head's 1-D convolutions.
+        lr_schedule: `constant`, or `cosine` (decay to 0 over the run, step by step).
         ema_momentum: when > 0, training ends with an exponential moving average of the weights
             (Adam's `use_ema`), which smooths out the last epochs' swings in accuracy.
         augment_hflip, augment_vflip: random mirror images (the box mirrors with them).
@@ -70,6 +72,7 @@ class LocalizerConfig:
     edge_block: int = 2
     edge_units: int = 32
     learning_rate: float = 2e-3
+    lr_schedule: str = "constant"
     ema_momentum: float = 0.98
     batch_size: int = 32
     epochs: int = 6
@@ -91,6 +94,7 @@ class LocalizerConfig:
             )
         if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
             raise ConfigError(f"class_names={self.class_names} needs two or more distinct names")
+        check_choice("lr_schedule", self.lr_schedule, schedules.SCHEDULES)
         check_choice("pooling", self.pooling, POOLINGS)
         check_choice("box_head", self.box_head, BOX_HEADS)
         if not 1 <= self.edge_block <= len(self.filters):
@@ -267,6 +271,11 @@ def box_sse(y_true, y_pred):
         `[N]` per-image sums (Keras averages them over the batch).
     """
     return ops.sum(ops.square(y_pred - ops.cast(y_true, y_pred.dtype)), axis=-1)
+
+
+def callbacks(config) -> list:
+    """The learning-rate schedule's `fit` callbacks."""
+    return schedules.callbacks(config.lr_schedule, config.learning_rate, config.epochs)
 
 
 def build_trainable(config: LocalizerConfig) -> keras.Model:
