@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import layers
+from keras import layers, ops
 
 from common.contract import Contract, generator_contract
 from training import gan_eval
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # the data package imports this module's config
     from training.data import TaskData
 
 DATASETS = ("mnist", "digits")
+NUM_CLASSES = 10  # digits
 # Batches of 256 latents that measure the averaged generator's batch-norm statistics; with
 # momentum 0.9, 0.9 ** 50 < 1 % of the old statistics remains.
 RECALIBRATION_BATCHES = 50
@@ -55,6 +57,12 @@ class GeneratorConfig:
         ema_momentum: when > 0, an exponential moving average of the generator's weights with
             this momentum is kept during training, and the averaged generator is the one that is
             sampled, judged and served (0 serves the last weights).
+        class_from_latent: when true, the generator reads a digit class off `z` (its first
+            coordinate's normal CDF cut into ten equal bands, so every class is equally likely)
+            and the discriminator also learns to name the class of real digits, which the
+            generator must then make its samples show (AC-GAN, Odena et al. 2017). The served
+            model stays `z` in, `images` out; training needs labelled digits.
+        class_weight: weight of the class cross-entropy terms next to the real/fake ones.
         dataset: built-in data when no `--data` is given: `mnist` or `digits` (scikit-learn).
         max_train: cap on the number of training images (None = all of them).
         eval_samples: samples per set for the metrics (generated, held-out real, untrained).
@@ -74,6 +82,8 @@ class GeneratorConfig:
     beta_1: float = 0.5
     label_smoothing: float = 0.0
     ema_momentum: float = 0.0
+    class_from_latent: bool = False
+    class_weight: float = 1.0
     batch_size: int = 64
     epochs: int = 4
     steps_per_epoch: int | None = 500
@@ -125,7 +135,7 @@ class GeneratorConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0 or (name == "val_fraction" and value == 0.0):
                 raise ConfigError(f"{name}={value} must be in [0, 1) (val_fraction above 0)")
-        for name in ("learning_rate", "d_learning_rate"):
+        for name in ("learning_rate", "d_learning_rate", "class_weight"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name}={value} must be positive")
@@ -173,13 +183,35 @@ def contract(config: GeneratorConfig) -> Contract:
     return generator_contract(config.latent_dim, config.image_size, config.channels)
 
 
+def latent_classes(z):
+    """The digit class that each latent vector `z` [N, D] carries, as int32 [N].
+
+    The normal CDF of `z[:, 0]` is uniform on [0, 1] for z ~ N(0, I); ten equal bands of it
+    make ten equally likely classes.
+    """
+    uniform = 0.5 * (1.0 + ops.erf(z[:, 0] / math.sqrt(2.0)))
+    return ops.cast(ops.clip(ops.floor(uniform * NUM_CLASSES), 0, NUM_CLASSES - 1), "int32")
+
+
+@keras.saving.register_keras_serializable(package="generator")
+class LatentClass(layers.Layer):
+    """One-hot [N, 10] of the class that `latent_classes` reads off each latent vector."""
+
+    def call(self, z):
+        return ops.one_hot(latent_classes(z), NUM_CLASSES)
+
+
 def build_generator(config: GeneratorConfig) -> keras.Model:
     """The generator: `z` [N, latent_dim] -> `images` [N,S,S,C], tanh in [-1, 1], float32."""
     side = config.image_size // 4
     width, up1, up2 = config.g_filters
     k = config.kernel_size
     z = keras.Input((config.latent_dim,), name="z")
-    x = layers.Dense(side * side * width, use_bias=False, name="g_project")(z)
+    x = z
+    if config.class_from_latent:
+        one_hot = LatentClass(name="g_latent_class")(z)
+        x = layers.Concatenate(name="g_latent_and_class")([z, one_hot])
+    x = layers.Dense(side * side * width, use_bias=False, name="g_project")(x)
     # Momentum 0.9 rather than 0.99: the generator's activations move fast during GAN training,
     # and samples are drawn in inference mode, from the moving statistics.
     x = layers.BatchNormalization(momentum=0.9, name="g_project_bn")(x)
@@ -206,7 +238,8 @@ def build_generator(config: GeneratorConfig) -> keras.Model:
 
 
 def build_discriminator(config: GeneratorConfig) -> keras.Model:
-    """The discriminator: `images` [N,S,S,C] in [-1, 1] -> `real_logit` [N, 1]."""
+    """The discriminator: `images` [N,S,S,C] in [-1, 1] -> `real_logit` [N, 1], and with
+    `class_from_latent` also `class_logits` [N, 10]."""
     size = config.image_size
     inputs = keras.Input((size, size, config.channels), name="images")
     x = inputs
@@ -218,6 +251,9 @@ def build_discriminator(config: GeneratorConfig) -> keras.Model:
         x = layers.Dropout(config.dropout, name=f"d_conv{i}_dropout")(x)
     x = layers.Flatten(name="d_flatten")(x)
     logit = layers.Dense(1, dtype="float32", name="real_logit")(x)
+    if config.class_from_latent:
+        class_logits = layers.Dense(NUM_CLASSES, dtype="float32", name="class_logits")(x)
+        return keras.Model(inputs, [logit, class_logits], name="discriminator")
     return keras.Model(inputs, logit, name="discriminator")
 
 
@@ -258,6 +294,11 @@ class DCGAN(keras.Model):
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.d_real_tracker = keras.metrics.Mean(name="d_real")
         self.d_fake_tracker = keras.metrics.Mean(name="d_fake")
+        self.class_weight = config.class_weight if config.class_from_latent else 0.0
+        # How often the discriminator names real digits' classes, and the generator's
+        # samples' intended classes, correctly.
+        self.real_class_tracker = keras.metrics.Mean(name="real_class_acc")
+        self.fake_class_tracker = keras.metrics.Mean(name="fake_class_acc")
         # Both sub-models are built; saying so stops Keras from tracing `call` on real images
         # when it builds the model symbolically under a distribution strategy.
         self.built = True
@@ -265,7 +306,11 @@ class DCGAN(keras.Model):
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
         """The per-epoch logs; Keras resets them at each epoch start."""
-        return [self.d_loss_tracker, self.g_loss_tracker, self.d_real_tracker, self.d_fake_tracker]
+        trackers = [self.d_loss_tracker, self.g_loss_tracker, self.d_real_tracker]
+        trackers.append(self.d_fake_tracker)
+        if self.class_weight:
+            trackers += [self.real_class_tracker, self.fake_class_tracker]
+        return trackers
 
     def sampler(self) -> keras.Model:
         """The generator to sample from, judge and serve.
@@ -299,16 +344,33 @@ class DCGAN(keras.Model):
         """Fresh latent vectors for one step; each replica draws its own."""
         return tf.random.normal((count, self.latent_dim))
 
-    def train_step(self, data: tf.Tensor) -> dict[str, tf.Tensor]:
-        """One simultaneous step of both nets on one (per-replica) batch of real images."""
-        real = data[0] if isinstance(data, (tuple, list)) else data
+    def train_step(self, data) -> dict[str, tf.Tensor]:
+        """One simultaneous step of both nets on one (per-replica) batch of real images.
+
+        `data` is a batch of images, or of (images, labels) when classes are learnt.
+        """
+        real, labels = (data[0], data[1]) if isinstance(data, (tuple, list)) else (data, None)
         z = self.latents(tf.shape(real)[0])
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fake = self.generator(z, training=True)
-            real_logits = self.discriminator(real, training=True)[:, 0]
-            fake_logits = self.discriminator(fake, training=True)[:, 0]
+            real_out = self.discriminator(real, training=True)
+            fake_out = self.discriminator(fake, training=True)
+            if self.class_weight:
+                (real_logits, real_class), (fake_logits, fake_class) = real_out, fake_out
+            else:
+                real_logits, fake_logits = real_out, fake_out
+            real_logits, fake_logits = real_logits[:, 0], fake_logits[:, 0]
             d_losses = _bce(self.real_label, real_logits) + _bce(0.0, fake_logits)
             g_losses = _bce(1.0, fake_logits)
+            if self.class_weight:
+                # The discriminator learns classes from real digits only (a classifier trained
+                # on early, shapeless samples would teach the generator nothing); the generator
+                # is rewarded when its sample shows the class its latent vector carries.
+                intended = latent_classes(z)
+                real_ce = _sparse_ce(labels, real_class)
+                fake_ce = _sparse_ce(intended, fake_class)
+                d_losses += self.class_weight * real_ce
+                g_losses += self.class_weight * fake_ce
             # Sum over this replica's examples divided by the GLOBAL batch size: the optimizer
             # sums gradients across replicas, so the step follows the global-batch mean.
             d_loss = tf.nn.compute_average_loss(d_losses)
@@ -321,7 +383,21 @@ class DCGAN(keras.Model):
         self.g_loss_tracker.update_state(g_losses)
         self.d_real_tracker.update_state(tf.sigmoid(real_logits))
         self.d_fake_tracker.update_state(tf.sigmoid(fake_logits))
+        if self.class_weight:
+            self.real_class_tracker.update_state(_hits(labels, real_class))
+            self.fake_class_tracker.update_state(_hits(intended, fake_class))
         return {m.name: m.result() for m in self.metrics}
+
+
+def _sparse_ce(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Per-example softmax cross-entropy of integer labels."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(labels, tf.int32), logits)
+
+
+def _hits(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """1.0 where the most likely class is the label, else 0.0."""
+    predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    return tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), tf.float32)
 
 
 def _bce(label: float, logits: tf.Tensor) -> tf.Tensor:
