@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the data package imports this module's config
 
 DATASETS = ("mnist", "digits")
 NUM_CLASSES = 10  # digits
+CLASS_HEADS = ("auxiliary", "projection")
 # Batches of 256 latents that measure the averaged generator's batch-norm statistics; with
 # momentum 0.9, 0.9 ** 50 < 1 % of the old statistics remains.
 RECALIBRATION_BATCHES = 50
@@ -62,7 +63,12 @@ class GeneratorConfig:
             and the discriminator also learns to name the class of real digits, which the
             generator must then make its samples show (AC-GAN, Odena et al. 2017). The served
             model stays `z` in, `images` out; training needs labelled digits.
-        class_weight: weight of the class cross-entropy terms next to the real/fake ones.
+        class_head: how the discriminator uses classes with `class_from_latent`: `auxiliary`
+            (the AC-GAN above: a second output names the class; its cross-entropy, weighted
+            by `class_weight`, joins both losses) or `projection` (Miyato & Koyama 2018: the
+            class is an input whose embedding is dotted with the image features and added to
+            the real/fake logit, so the one real/fake judgement is made per class).
+        class_weight: weight of the `auxiliary` head's class cross-entropy terms.
         dataset: built-in data when no `--data` is given: `mnist` or `digits` (scikit-learn).
         max_train: cap on the number of training images (None = all of them).
         eval_samples: samples per set for the metrics (generated, held-out real, untrained).
@@ -83,6 +89,7 @@ class GeneratorConfig:
     label_smoothing: float = 0.0
     ema_momentum: float = 0.0
     class_from_latent: bool = False
+    class_head: str = "auxiliary"
     class_weight: float = 1.0
     batch_size: int = 64
     epochs: int = 4
@@ -115,6 +122,7 @@ class GeneratorConfig:
                 f"image_size={self.image_size}"
             )
         check_choice("dataset", self.dataset, DATASETS)
+        check_choice("class_head", self.class_head, CLASS_HEADS)
         for name in (
             "latent_dim",
             "kernel_size",
@@ -238,8 +246,9 @@ def build_generator(config: GeneratorConfig) -> keras.Model:
 
 
 def build_discriminator(config: GeneratorConfig) -> keras.Model:
-    """The discriminator: `images` [N,S,S,C] in [-1, 1] -> `real_logit` [N, 1], and with
-    `class_from_latent` also `class_logits` [N, 10]."""
+    """The discriminator: `images` [N,S,S,C] in [-1, 1] -> `real_logit` [N, 1]. With
+    `class_from_latent`, the `auxiliary` head adds `class_logits` [N, 10] and the `projection`
+    head takes `labels` [N] as a second input."""
     size = config.image_size
     inputs = keras.Input((size, size, config.channels), name="images")
     x = inputs
@@ -251,6 +260,12 @@ def build_discriminator(config: GeneratorConfig) -> keras.Model:
         x = layers.Dropout(config.dropout, name=f"d_conv{i}_dropout")(x)
     x = layers.Flatten(name="d_flatten")(x)
     logit = layers.Dense(1, dtype="float32", name="real_logit")(x)
+    if config.class_from_latent and config.class_head == "projection":
+        labels = keras.Input((), dtype="int32", name="labels")
+        embedded = layers.Embedding(NUM_CLASSES, x.shape[-1], name="class_embedding")(labels)
+        projection = layers.Dot(axes=1, dtype="float32", name="class_projection")([embedded, x])
+        logit = layers.Add(dtype="float32", name="real_logit_per_class")([logit, projection])
+        return keras.Model([inputs, labels], logit, name="discriminator")
     if config.class_from_latent:
         class_logits = layers.Dense(NUM_CLASSES, dtype="float32", name="class_logits")(x)
         return keras.Model(inputs, [logit, class_logits], name="discriminator")
@@ -294,7 +309,9 @@ class DCGAN(keras.Model):
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.d_real_tracker = keras.metrics.Mean(name="d_real")
         self.d_fake_tracker = keras.metrics.Mean(name="d_fake")
-        self.class_weight = config.class_weight if config.class_from_latent else 0.0
+        auxiliary = config.class_from_latent and config.class_head == "auxiliary"
+        self.class_weight = config.class_weight if auxiliary else 0.0
+        self.projection = config.class_from_latent and config.class_head == "projection"
         # How often the discriminator names real digits' classes, and the generator's
         # samples' intended classes, correctly.
         self.real_class_tracker = keras.metrics.Mean(name="real_class_acc")
@@ -353,8 +370,12 @@ class DCGAN(keras.Model):
         z = self.latents(tf.shape(real)[0])
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fake = self.generator(z, training=True)
-            real_out = self.discriminator(real, training=True)
-            fake_out = self.discriminator(fake, training=True)
+            if self.projection:
+                real_out = self.discriminator([real, labels], training=True)
+                fake_out = self.discriminator([fake, latent_classes(z)], training=True)
+            else:
+                real_out = self.discriminator(real, training=True)
+                fake_out = self.discriminator(fake, training=True)
             if self.class_weight:
                 (real_logits, real_class), (fake_logits, fake_class) = real_out, fake_out
             else:

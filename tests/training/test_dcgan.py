@@ -259,14 +259,19 @@ def test_latent_classes_are_balanced_and_fixed_by_z():
     assert np.asarray(dcgan.latent_classes(edges)).tolist() == [0, 1, 5, 9]
 
 
-def test_class_learning_weight_average_and_what_is_served(tmp_path):
-    config = replace(TINY, class_from_latent=True, ema_momentum=0.5)
+@pytest.mark.parametrize("head", dcgan.CLASS_HEADS)
+def test_class_learning_weight_average_and_what_is_served(tmp_path, head):
+    config = replace(TINY, class_from_latent=True, class_head=head, ema_momentum=0.5)
     data = digits.load_data(config, None, seed=0)
     keras.utils.set_random_seed(0)
     model = dcgan.build_trainable(config)
     history = model.fit(data.train, epochs=1, steps_per_epoch=2, shuffle=False, verbose=0)
-    assert {"real_class_acc", "fake_class_acc"} <= set(history.history)
-    assert model.discriminator.output_names == ["real_logit", "class_logits"]
+    assert all(math.isfinite(values[-1]) for values in history.history.values())
+    if head == "auxiliary":
+        assert {"real_class_acc", "fake_class_acc"} <= set(history.history)
+        assert model.discriminator.output_names == ["real_logit", "class_logits"]
+    else:
+        assert [t.name for t in model.discriminator.inputs] == ["images", "labels"]
     served = dcgan.servable(model)
     # The weight average is served, with batch-norm statistics measured on its own samples.
     assert served is not model.generator and served.output_names == ["images"]
