@@ -163,11 +163,20 @@ PRESETS: dict[str, GeneratorConfig] = {
         epochs=50,
         steps_per_epoch=None,
     ),
-    # A half-width generator with 4x4 kernels, the tutorial's discriminator, the DCGAN paper's
-    # Adam(2e-4, beta_1=0.5) and batch 64, so a few CPU minutes give many steps. Measured on 2
-    # shared cores: 2,000 steps in about 3 minutes give digit-like samples, cFID 31 against 221
-    # for an untrained generator and 0.6 for real digits (2,000 samples each).
-    "slim": GeneratorConfig(),
+    # A half-width generator with 4x4 kernels, the tutorial's discriminator without dropout,
+    # the DCGAN paper's Adam(2e-4, beta_1=0.5) and batch 64, 10 x 500 steps on full MNIST.
+    # Two changes carry the quality (measured on 2 shared cores, 2,000 samples per set; real
+    # held-out digits score cFID 0.62, classifier score 9.11, 92 % recognisable): z's first
+    # coordinate carries a digit class and the discriminator judges each image against it
+    # (projection), and the averaged generator is served. Without them 5,000 steps gave cFID
+    # 14.4, score 5.8, 51 %; with them cFID 3.0, score 9.4, 94 %, in under 10 CPU-minutes.
+    "slim": GeneratorConfig(
+        dropout=0.0,
+        ema_momentum=0.995,
+        class_from_latent=True,
+        class_head="projection",
+        epochs=10,
+    ),
     # Seconds-long runs for tests, on scikit-learn's digits.
     "tiny": GeneratorConfig(
         latent_dim=8,
