@@ -37,6 +37,14 @@ FALLBACK_POLICIES = ("auto", "never", "only")
 FALLBACK_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND")
 
 
+def _classical():
+    """The classical methods, or a ClientError naming the extra to install when they are absent."""
+    try:
+        return fallbacks.load()
+    except fallbacks.FallbackUnavailableError as error:
+        raise ClientError("FAILED_PRECONDITION", str(error)) from None
+
+
 def _as_list(images) -> list:
     if isinstance(images, (list, tuple)):
         return list(images)
@@ -240,7 +248,7 @@ class ServingClient:
         results = self._image_model("unet", loaded, model, version, label, timeout)
         if self.cleanup:
             results = [
-                dataclasses.replace(result, mask=fallbacks.clean_mask(result.mask))
+                dataclasses.replace(result, mask=_classical().clean_mask(result.mask))
                 for result in results
             ]
         return results
@@ -248,12 +256,12 @@ class ServingClient:
     def _segment_classical(self, image: np.ndarray) -> Segmentation:
         instances = None
         if self.method == "watershed":
-            instances, _ = fallbacks.watershed_instances(image)
+            instances, _ = _classical().watershed_instances(image)
             mask = instances > 0
         else:
-            mask = fallbacks.segment(image, self.method)
+            mask = _classical().segment(image, self.method)
         if self.cleanup:
-            mask = fallbacks.clean_mask(mask)
+            mask = _classical().clean_mask(mask)
         return Segmentation(mask, mask.astype(np.float32), f"fallback:{self.method}", instances)
 
     def localize(
@@ -273,7 +281,8 @@ class ServingClient:
         )
 
     def _localize_classical(self, image: np.ndarray) -> Localization:
-        box = fallbacks.largest_component_box(fallbacks.segment(image, self.method))
+        classical = _classical()
+        box = classical.largest_component_box(classical.segment(image, self.method))
         if box is None:
             box = (0, 0, image.shape[1] - 1, image.shape[0] - 1)
         return Localization("unknown", math.nan, box, f"fallback:{self.method}")
