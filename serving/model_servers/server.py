@@ -114,6 +114,7 @@ def serve(options: flags.Options) -> int:
         tensor_content=options.enable_serialization_as_tensor_content,
         method_check=options.enable_signature_method_name_check,
         runtime_latency=metrics.runtime_latency,
+        max_input_bytes=options.max_request_tensor_bytes,
     )
     warmup = None
     if options.enable_model_warmup:
