@@ -98,10 +98,13 @@ def serve(options: flags.Options) -> int:
     from serving.model_servers import grpc_services
     from serving.model_servers.health import ModelHealth
     from serving.rest.handler import RestServer
+    from serving.servables import memory
     from serving.servables.predict import Predictor
     from serving.servables.saved_model import load_servable
     from serving.servables.warmup import Warmup
 
+    # Before any tensor is allocated: TensorFlow reads this once, at its first allocation.
+    memory.use_system_allocator()
     # The parts are built in dependency order: each is whole when the next one receives it.
     metrics = Metrics()
     monitoring = None
@@ -175,6 +178,9 @@ def serve(options: flags.Options) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     grpc_server.start()
+    # Freed memory goes back to the OS after large requests (see serving.servables.memory).
+    trimmer = memory.HeapTrimmer()
+    trimmer.start()
     if health_state is not None:
         health_state.start()
     log.info("Running gRPC ModelServer at %s:%d ...", options.host, options.port)
@@ -205,6 +211,7 @@ def serve(options: flags.Options) -> int:
     done.wait()
     if batcher is not None:
         batcher.close()
+    trimmer.stop()
     manager.stop()
     log.info("Server stopped")
     return 0
