@@ -29,6 +29,10 @@ BOX_FORMAT = ("x", "y", "h", "w")
 
 DEFAULT_CLASS_NAMES = ("ellipse", "rectangle", "triangle")
 
+# The most pixels an encoded-image request may decode to (4096 x 4096): TF's decoders allocate
+# what a header declares, so the bytes signature checks it first, and the client refuses too.
+DEFAULT_MAX_PIXELS = 2**24
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -55,6 +59,9 @@ class Preprocessing:
     The image is converted to `channels` channels, resized to `size` (height, width) with
     `resize_method` (antialiased when `antialias`), then mapped to `value * scale + offset`
     as float32. Training, the in-graph bytes signature and the client all follow it.
+    `max_pixels` is the pixel budget: the bytes signature refuses, before decoding, a request
+    whose images declare more pixels (width x height, all frames of a GIF) in total, and the
+    client refuses a larger image before decoding it.
     """
 
     size: tuple[int, int]
@@ -63,6 +70,7 @@ class Preprocessing:
     antialias: bool = True
     scale: float = 1.0 / 255.0
     offset: float = 0.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ def signatures(module: tf.Module, contract: Contract) -> dict:
 
     @tf.function(input_signature=[input_spec(contract, BYTES_SIGNATURE)])
     def serve_bytes(image_bytes):
-        images, sizes = decode_images(image_bytes, contract)
+        images, sizes = decode_images(image_bytes, contract, padded=True)
         probs = tf.sigmoid(model(images, training=False))
         # Each mask goes back to its own image's size; a batch of mixed sizes is padded with
         # zeros to the largest, and `image_size` tells the caller where to crop.

@@ -10,7 +10,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.errors import ServingError, invalid_argument
 from serving.rest.json.text import debug_string, loads
-from serving.rest.json.values import dense_shape, fast_array, is_b64, to_array
+from serving.rest.json.values import check_rank, dense_shape, fast_array, is_b64, to_array
 
 ROW, COLUMNAR = "row", "columnar"
 
@@ -114,9 +114,11 @@ def _from_instances(instances: list, dtypes: dict[str, int]) -> dict[str, np.nda
     rows: dict[str, list[np.ndarray]] = {}
     if not _is_element_object(instances[0]):
         alias, dtype = next(iter(dtypes.items()))
+        shape = dense_shape(instances)
+        check_rank(len(shape), "'instances'", batch=True)
         # Fast path: equal-shaped instances convert as one tensor; any problem falls back to
         # the element-by-element walk below, which produces TF Serving's exact error.
-        batch = fast_array(instances, dense_shape(instances), dtype)
+        batch = fast_array(instances, shape, dtype)
         if batch is not None and batch.ndim >= 1:
             return {alias: batch}
         for index, element in enumerate(instances):
@@ -148,6 +150,8 @@ def _add_row(item: Any, alias: str, dtypes: dict, rows: dict, where: str) -> Non
         if alias not in dtypes:
             raise invalid_argument(f"JSON object: does not have named input: {alias}")
         array = to_array(item, dtypes[alias])
+        # Stacking the rows adds the batch dimension.
+        check_rank(array.ndim + 1, "'instances'", batch=True)
         if rows.get(alias):
             first = rows[alias][0]
             if first.size != array.size:

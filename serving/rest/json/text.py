@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 from decimal import Decimal
 from typing import Any
 
@@ -58,8 +59,12 @@ def loads(body: bytes) -> Any:
         offset = len(text[: error.pos].encode("utf-8", "surrogateescape"))
         raise invalid_argument(f"JSON Parse error: {message} at offset: {offset}") from None
     except RecursionError:
-        # rapidjson would recurse until the stack runs out; refuse politely instead.
-        raise invalid_argument("JSON Parse error: Nesting too deep. at offset: 0") from None
+        # Python's parser recurses once per level and stops near the interpreter's recursion
+        # limit (rapidjson would recurse until the stack runs out): a clear 400 instead.
+        raise invalid_argument(
+            "JSON Parse error: arrays and objects nest too deeply: this server parses up to "
+            f"about {sys.getrecursionlimit()} levels, and a tensor has at most 64 dimensions"
+        ) from None
 
 
 def _parse_message(error: json.JSONDecodeError, text: str) -> str:

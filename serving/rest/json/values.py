@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
+from common.codec import NUMPY_MAX_DIMS
 from serving.errors import ServingError, invalid_argument, unimplemented
 from serving.rest.json.text import debug_string, json_type
 from serving.tensors import dtype_name, numpy_dtype
@@ -58,6 +59,28 @@ def dense_shape(value: Any) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def check_rank(rank: int, what: str = "JSON Value", batch: bool = False) -> None:
+    """Refuses lists nested deeper than a tensor's dimensions can be held here.
+
+    TensorFlow allows 254 dimensions, but the arrays this server decodes JSON into hold 64;
+    without the check NumPy's own ValueError would be an HTTP 500.
+
+    Args:
+        rank: the nesting depth of lists, which is the tensor's rank.
+        what: what nests, for the message.
+        batch: the depth includes the batch dimension the `instances` list adds.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT naming the depth and the limit.
+    """
+    if rank > NUMPY_MAX_DIMS:
+        each = f" (the batch and {rank - 1} in each instance)" if batch else ""
+        raise invalid_argument(
+            f"{what} nests lists {rank} levels deep{each}; a tensor has at most "
+            f"{NUMPY_MAX_DIMS} dimensions here (NumPy's limit)"
+        )
+
+
 def to_array(value: Any, dtype: int) -> np.ndarray:
     """One JSON value (scalar or nested lists) as an array of a signature dtype (`FillTensorProto`).
 
@@ -66,6 +89,7 @@ def to_array(value: Any, dtype: int) -> np.ndarray:
             UNIMPLEMENTED for dtypes JSON cannot carry (half, bfloat16, complex, ...).
     """
     shape = dense_shape(value)
+    check_rank(len(shape))
     array = fast_array(value, shape, dtype)
     if array is not None:
         return array
