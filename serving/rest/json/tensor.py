@@ -58,6 +58,8 @@ def parse_predict_request(
         ServingError: With TF Serving's message for any malformed body.
     """
     doc = parse_object(body)
+    # Without a `true`/`false` literal anywhere, numbers convert in bulk (see `fast_array`).
+    booleans = b"true" in body or b"false" in body
     name = signature_name(doc)
     infos = signature_inputs(name)
     if not infos:
@@ -76,13 +78,13 @@ def parse_predict_request(
             raise format_error(doc, "Expecting 'instances' to be an list/array")
         if not instances:
             raise format_error(doc, "No values in 'instances' array")
-        return name, ROW, _from_instances(instances, dtypes)
+        return name, ROW, _from_instances(instances, dtypes, booleans)
     if "inputs" in doc:
-        return name, COLUMNAR, _from_inputs(doc["inputs"], dtypes)
+        return name, COLUMNAR, _from_inputs(doc["inputs"], dtypes, booleans)
     raise invalid_argument("Missing 'inputs' or 'instances' key")
 
 
-def _from_inputs(value: Any, dtypes: dict[str, int]) -> dict[str, np.ndarray]:
+def _from_inputs(value: Any, dtypes: dict[str, int], booleans: bool) -> dict[str, np.ndarray]:
     """`FillTensorMapFromInputsMap` (columnar): one tensor per input, any shapes."""
     if not isinstance(value, dict) or is_b64(value):
         if len(dtypes) > 1:
@@ -91,12 +93,12 @@ def _from_inputs(value: Any, dtypes: dict[str, int]) -> dict[str, np.ndarray]:
                 "tensors required as per tensorinfo_map"
             )
         alias, dtype = next(iter(dtypes.items()))
-        return {alias: to_array(value, dtype)}
+        return {alias: to_array(value, dtype, booleans)}
     arrays = {}
     for alias, dtype in dtypes.items():
         if alias not in value:
             raise invalid_argument(f"Missing named input: {alias} in 'inputs' object.")
-        arrays[alias] = to_array(value[alias], dtype)
+        arrays[alias] = to_array(value[alias], dtype, booleans)
     return arrays
 
 
@@ -104,7 +106,9 @@ def _is_element_object(value: Any) -> bool:
     return isinstance(value, dict) and not is_b64(value)
 
 
-def _from_instances(instances: list, dtypes: dict[str, int]) -> dict[str, np.ndarray]:
+def _from_instances(
+    instances: list, dtypes: dict[str, int], booleans: bool
+) -> dict[str, np.ndarray]:
     """`FillTensorMapFromInstancesList` (row): every instance adds one batch row per input."""
     if not isinstance(instances[0], dict) and len(dtypes) > 1:
         raise invalid_argument(
@@ -118,7 +122,7 @@ def _from_instances(instances: list, dtypes: dict[str, int]) -> dict[str, np.nda
         check_rank(len(shape), "'instances'", batch=True)
         # Fast path: equal-shaped instances convert as one tensor; any problem falls back to
         # the element-by-element walk below, which produces TF Serving's exact error.
-        batch = fast_array(instances, shape, dtype)
+        batch = fast_array(instances, shape, dtype, booleans)
         if batch is not None and batch.ndim >= 1:
             return {alias: batch}
         for index, element in enumerate(instances):

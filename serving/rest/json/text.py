@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import numpy as np
+import orjson
 
 from serving.errors import invalid_argument
 
@@ -51,7 +52,15 @@ def loads(body: bytes) -> Any:
     """
     if not body:
         raise invalid_argument("JSON Parse error: The document is empty")
-    text = body.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "surrogateescape")
+    body = body.removeprefix(b"\xef\xbb\xbf")
+    try:
+        # orjson takes every document that is strict JSON in valid UTF-8, several times faster
+        # than the standard library; what it refuses (NaN and Infinity tokens, integers beyond
+        # 64 bits, invalid UTF-8, very deep nesting, errors) goes the exact way below.
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    text = body.decode("utf-8", "surrogateescape")
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:

@@ -81,7 +81,7 @@ def check_rank(rank: int, what: str = "JSON Value", batch: bool = False) -> None
         )
 
 
-def to_array(value: Any, dtype: int) -> np.ndarray:
+def to_array(value: Any, dtype: int, booleans: bool = True) -> np.ndarray:
     """One JSON value (scalar or nested lists) as an array of a signature dtype (`FillTensorProto`).
 
     Raises:
@@ -90,7 +90,7 @@ def to_array(value: Any, dtype: int) -> np.ndarray:
     """
     shape = dense_shape(value)
     check_rank(len(shape))
-    array = fast_array(value, shape, dtype)
+    array = fast_array(value, shape, dtype, booleans)
     if array is not None:
         return array
     values: list = []
@@ -173,10 +173,24 @@ def _scalar(value: Any, dtype: int) -> Any:
     )
 
 
-def fast_array(value: Any, shape: tuple[int, ...], dtype: int) -> np.ndarray | None:
-    """Converts a rectangular, correctly typed value in bulk; None means "walk it instead"."""
+def fast_array(
+    value: Any, shape: tuple[int, ...], dtype: int, booleans: bool = True
+) -> np.ndarray | None:
+    """Converts a rectangular, correctly typed value in bulk; None means "walk it instead".
+
+    Args:
+        value: the parsed JSON value.
+        shape: its dense shape (`dense_shape`).
+        dtype: the signature's DataType.
+        booleans: whether the document may hold `true`/`false`. Without them, NumPy's own
+            conversion of the nested lists (in C) is exact for numbers: it refuses ragged
+            lists, and anything but numbers changes the array's kind. With them it is not (a
+            bool among floats becomes 1.0), so each element's type is checked instead.
+    """
     if not shape or not (dtype in _FLOATS or dtype in _INT_RANGES or dtype in _OTHER_FAST):
         return None
+    if not booleans and (dtype in _FLOATS or dtype in _INT_RANGES):
+        return _numbers(value, shape, dtype)
     try:
         objects = np.array(value, dtype=object)
     except (ValueError, RecursionError):
@@ -189,11 +203,7 @@ def fast_array(value: Any, shape: tuple[int, ...], dtype: int) -> np.ndarray | N
             with np.errstate(over="ignore"):
                 return objects.astype(np.float64).astype(numpy_dtype(dtype))
         if dtype in _INT_RANGES and kinds <= {int}:
-            wide = objects.astype(np.int64)
-            low, high = _INT_RANGES[dtype]
-            if wide.size and (wide.min() < low or wide.max() > high):
-                return None
-            return wide.astype(numpy_dtype(dtype))
+            return _in_range(objects.astype(np.int64), dtype)
         if dtype == types_pb2.DT_BOOL and kinds <= {bool}:
             return objects.astype(np.bool_)
         if dtype == types_pb2.DT_STRING and kinds <= {str}:
@@ -203,3 +213,26 @@ def fast_array(value: Any, shape: tuple[int, ...], dtype: int) -> np.ndarray | N
     except OverflowError:
         pass
     return None
+
+
+def _numbers(value: Any, shape: tuple[int, ...], dtype: int) -> np.ndarray | None:
+    """Nested lists of numbers (no booleans in the document) converted by NumPy alone."""
+    try:
+        numbers = np.array(value)
+    except (ValueError, RecursionError, OverflowError):
+        return None  # ragged, or not numbers: the walk says exactly what is wrong
+    if numbers.shape != shape:
+        return None
+    if dtype in _FLOATS and numbers.dtype.kind in "iuf":
+        with np.errstate(over="ignore"):
+            return numbers.astype(np.float64).astype(numpy_dtype(dtype))
+    if dtype in _INT_RANGES and numbers.dtype.kind in "iu":
+        return _in_range(numbers, dtype)
+    return None
+
+
+def _in_range(wide: np.ndarray, dtype: int) -> np.ndarray | None:
+    low, high = _INT_RANGES[dtype]
+    if wide.size and (int(wide.min()) < low or int(wide.max()) > high):
+        return None
+    return wide.astype(numpy_dtype(dtype))
