@@ -61,7 +61,10 @@ class Preprocessing:
     as float32. Training, the in-graph bytes signature and the client all follow it.
     `max_pixels` is the pixel budget: the bytes signature refuses, before decoding, a request
     whose images declare more pixels (width x height, all frames of a GIF) in total, and the
-    client refuses a larger image before decoding it.
+    client refuses a larger image before decoding it. A JPEG much larger than the input is
+    decoded at a reduced DCT scale (`jpeg_scale`, libjpeg's 1/2, 1/4 or 1/8 decoding) and
+    resized from there; `jpeg_margin` is how many times the input size the scaled image must
+    keep on both sides (0 decodes every JPEG at full size).
     """
 
     size: tuple[int, int]
@@ -71,6 +74,28 @@ class Preprocessing:
     scale: float = 1.0 / 255.0
     offset: float = 0.0
     max_pixels: int = DEFAULT_MAX_PIXELS
+    jpeg_margin: float = 2.0
+
+
+# libjpeg decodes a JPEG at 1/1, 1/2, 1/4 or 1/8 of its size for a fraction of the work.
+JPEG_SCALES = (8, 4, 2, 1)
+
+
+def jpeg_scale(height: int, width: int, pre: Preprocessing) -> int:
+    """The scale denominator (8, 4, 2 or 1) a JPEG of this size is decoded at.
+
+    The largest one whose scaled image (`ceil(side / scale)`, as libjpeg makes it) keeps at
+    least `pre.jpeg_margin` times the model input on both sides. The training pipeline, the
+    in-graph bytes signature (`training.data.preprocess.decode_image`) and the client
+    (`client.preprocess`) all decode by this rule.
+    """
+    if pre.jpeg_margin <= 0:
+        return 1
+    need_h, need_w = pre.jpeg_margin * pre.size[0], pre.jpeg_margin * pre.size[1]
+    for scale in JPEG_SCALES:
+        if -(-height // scale) >= need_h and -(-width // scale) >= need_w:
+            return scale
+    return 1
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from client import preprocess as client_pre
 from common.contract import BYTES_SIGNATURE, DEFAULT_SIGNATURE, Contract
 from export.models.base import SKEW_ATOL, close
 from export.models.pixels import check_batch, check_image
-from training.data.preprocess import prepare_image
+from training.data.preprocess import decode_image, prepare_image
 
 INPUT_KINDS = ("image", "image_bytes")
 
@@ -22,8 +22,9 @@ def decode_images(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Decodes JPEG/PNG/GIF/BMP bytes [N] into model inputs [N,S,S,C] and sizes [N, 2].
 
-    Nothing is decoded before every image's header has been read and the request is within
-    the contract's pixel budget (`export.models.pixels`).
+    JPEGs are decoded at the contract's DCT scale (`training.data.preprocess.decode_image`);
+    the sizes are each image's own. Nothing is decoded before every image's header has been
+    read and the request is within the contract's pixel budget (`export.models.pixels`).
 
     Args:
         image_bytes: the encoded images.
@@ -42,9 +43,8 @@ def decode_images(
         image_bytes = tf.identity(image_bytes)
 
     def one(data):
-        image = tf.io.decode_image(data, channels=pre.channels, expand_animations=False)
-        image.set_shape([None, None, pre.channels])
-        return prepare_image(image, pre), tf.shape(image)[:2]
+        image, size = decode_image(data, pre)
+        return prepare_image(image, pre), size
 
     images, sizes = tf.map_fn(
         one,
