@@ -4,24 +4,25 @@ The rule, per element: `%.6g` when that text parses back (to a double, then to t
 dtype) to the same value, else `%.9g` for float and `%.17g` for double; a token without `.` or
 `e` gets `.0`; NaN and the infinities are `NaN`, `Infinity` and `-Infinity`.
 
-For float32 every step is done on whole arrays:
+For float32 every step works on whole arrays, in float64 (which holds every float32 exactly):
 
-1. The decimal exponent `k` of |x| comes from a table of the smallest float32 at or above each
-   power of ten, so it is exact (no `log10` rounding).
-2. The P-digit mantissa is `rint(|x| * 10**(P-1-k))` in float64. The product is exact when
+1. The decimal exponent `k` of |x|: `log10`, then corrected against a table of the smallest
+   float32 at or above each power of ten, so it is exact.
+2. The P-digit mantissa is `rint(|x| * 10**(P-1-k))`. The product is exact when
    `0 <= P-1-k <= 12` (24 bits of float32 times at most 28 bits of 5**12), so `rint` rounds
-   half to even exactly as printf does; otherwise it carries at most a few float64 roundings,
-   and an element is only trusted when rounding the value nudged down and up by 2**-48 agree.
+   half to even exactly as printf does. Otherwise the product carries one rounding (a few when
+   |P-1-k| > 22), and an element is only trusted when rounding the product nudged down and up
+   by 2**-48 gives the same integer.
 3. `%.6g` round-trips when the six-digit decimal, rounded to float64 then to float32, is the
-   value: `n * 10**e` with an exact power `|e| <= 22` is correctly rounded by IEEE arithmetic
-   (the same double the parser returns); beyond that the nudged bounds must agree again.
-4. The tokens are assembled in a byte matrix: each element's digits, exponent digits and the
-   constant characters sit in a row, and a table indexed by the element's layout (sign, fixed or
-   exponent form, exponent, significant digits) gathers them in one `take`.
+   value. `n * 10**e` with an exact power `|e| <= 22` is correctly rounded by IEEE arithmetic,
+   the same double the parser returns; beyond that the nudged bounds must agree again.
+4. Each token is written into a row of bytes (integer digits, point, fraction digits, NUL
+   padding; see `_assemble`) and read back as the 16 bytes where it starts; the `S` dtype drops
+   the NULs after it.
 
-The few elements that step 2 or 3 cannot settle (near-ties after an inexact product, about one
-in 10**5 for values below 1e-4 and none for the usual 1e-4..1e9) are formatted one by one with
-`exact_token`, the rule itself. float64 keeps a per-element path (see `decimal_bytes`).
+Elements that step 2 or 3 cannot settle (near-ties after an inexact product: none for
+1e-4 <= |x| < 1e6, about one in 10**5 elsewhere) and zeros, NaN and infinities are formatted
+one by one with `exact_token`, the rule itself. float64 keeps a per-element path.
 """
 
 from __future__ import annotations
@@ -33,13 +34,22 @@ import numpy as np
 
 _NUDGE = 2.0**-48  # > 2**-53 times the roundings in an inexact product, with room to spare
 _EXACT_SCALE = 12  # |x| * 10**s is exact in float64 for float32 x and 0 <= s <= this
+_MAX_STEP = 22  # 10**s is exact in float64 for 0 <= s <= 22
+_POW10 = np.array([10.0**s for s in range(_MAX_STEP + 1)])
+# Elements per pass: every temporary stays under 128 KiB (the largest is 32 bytes an element),
+# which glibc serves from reused heap rather than fresh pages, and chunks stay in cache.
+_CHUNK = 4000
 
-# The smallest float32 >= 10**j for j in [_K_MIN, _K_MAX + 1] (inf above the float32 range).
-_K_MIN, _K_MAX = -45, 38
+# Tables indexed by k + _BIAS, k being the decimal exponent (-45..38 for nonzero float32).
+_BIAS, _TABLE = 64, 128
 
 
-def _float32_at_or_above(power: int) -> float:
-    target = Fraction(10) ** power
+def _smallest_float32_at_or_above(k: int) -> float:
+    if k < -46:
+        return 0.0
+    if k > 38:
+        return math.inf
+    target = Fraction(10) ** k
     value = np.float32(float(target))
     while Fraction(float(value)) < target:
         value = np.nextafter(value, np.float32(np.inf))
@@ -48,14 +58,13 @@ def _float32_at_or_above(power: int) -> float:
     return float(value)
 
 
+def _by_exponent(fn) -> np.ndarray:
+    return np.array([fn(kb - _BIAS) for kb in range(_TABLE)])
+
+
 with np.errstate(over="ignore"):
-    _THRESHOLDS = np.array(
-        [_float32_at_or_above(j) for j in range(_K_MIN, _K_MAX + 1)] + [np.inf], np.float64
-    )
-# 10**s as float64 for |s| <= 22 (all exact); larger scales are split into such steps.
-_POW10 = np.array([10.0**s for s in range(23)], np.float64)
-_MAX_STEP = 22
-_CHUNK = 1 << 16  # elements per pass: keeps the temporaries (~150 bytes an element) small
+    _AT_LEAST = _by_exponent(_smallest_float32_at_or_above).astype(np.float32)
+    _AT_LEAST_NEXT = np.append(_AT_LEAST[1:], np.float32(np.inf))
 
 
 def _digit_table(strip: bool, zero: bytes) -> np.ndarray:
@@ -72,21 +81,25 @@ _DIGITS4 = _digit_table(False, b"")
 # zeros become NUL, and the first fraction group keeps one `0` when all are zero.
 _DIGITS4_TRAILING = np.concatenate([_DIGITS4, _digit_table(True, b"")])
 _DIGITS4_FIRST = np.concatenate([_DIGITS4, _digit_table(True, b"0")])
-_ZEROS8 = int.from_bytes(b"00000000", "little")
+_ZEROS = int.from_bytes(b"00000000", "little")
+_ZEROS_POINT = int.from_bytes(b"0000.", "little")
 _TRAILING_ZEROS4 = np.array(
-    [4] + [len(t) - len(t.rstrip("0")) for t in map("{:04d}".format, range(1, 10000))], np.intp
+    [4] + [len(t) - len(t.rstrip("0")) for t in map("{:04d}".format, range(1, 10000))]
 )
 
-# Each element is written into a row of _ROW bytes, then the token is the _WINDOW bytes from
-# where it starts (the NULs after it are dropped by the `S` dtype):
-#   columns 0-11   the integer part, 12 digits with leading zeros (the sign overwrites one)
+# The row each token is written into, and the token is then the _WINDOW bytes from its start:
+#   columns 0-11   the integer part: 12 digits with leading zeros (the sign overwrites one)
 #   column  12     '.'
-#   columns 13-24  12 fraction digits; trailing zeros are NUL (`0` alone when all are zero)
+#   columns 13-24  12 fraction digits; trailing zeros are NUL (a single `0` when all are zero)
 #   columns 25-31  NUL
-# The exponent form is the same with one integer digit; `e+XX` then overwrites from the point
-# (one digit) or from just after the last fraction digit.
+# The exponent form has one integer digit, and `e+XX` overwrites from the point (when there is
+# one digit) or from just after the last fraction digit.
 _ROW, _POINT, _WINDOW = 32, 12, 16
+_STARTS = np.arange(0, _CHUNK * _ROW, _ROW) + _POINT - 1  # the units digit of each row
 _EXP_MIN = -4  # %g writes exponents -4 <= X < precision in the fixed form
+# By X + 4 for fixed-form exponents X: the mantissa's fraction digits and their scale to 12.
+_SPLIT = np.array([10.0 ** (8 - x) for x in range(_EXP_MIN, 9)])
+_WIDEN = np.array([10.0 ** (4 + x) for x in range(_EXP_MIN, 9)])
 
 
 def exact_token(value: float, single: bool) -> str:
@@ -106,9 +119,9 @@ def exact_token(value: float, single: bool) -> str:
 def decimal_bytes(values: np.ndarray) -> np.ndarray:
     """`WriteDecimal` tokens of a float32 or float64 array as a flat `S` array (C order).
 
-    float32 is vectorised (see the module docstring). float64 needs 17 significant digits,
-    more than a float64 product carries, so an exact vectorised mantissa would need
-    double-double arithmetic; it keeps the per-element path, which formats each element once.
+    float32 is vectorised (see the module docstring). float64 needs 17 significant digits, more
+    than a float64 product carries, so an exact vectorised mantissa would need double-double
+    arithmetic; it keeps the per-element path, which formats each element once.
     """
     flat = np.ascontiguousarray(values).ravel()
     if flat.dtype.kind != "f" or flat.dtype.itemsize != 4:
@@ -116,106 +129,140 @@ def decimal_bytes(values: np.ndarray) -> np.ndarray:
     flat = flat.astype(np.float32, copy=False)
     if flat.size <= _CHUNK:
         return _float32_bytes(flat)
-    # Chunks keep the temporaries (a few dozen bytes per element) in cache.
     parts = [_float32_bytes(flat[i : i + _CHUNK]) for i in range(0, flat.size, _CHUNK)]
     return np.concatenate(parts)
 
 
-def _scale(a: np.ndarray, s: np.ndarray, low: int, high: int) -> np.ndarray:
-    """a * 10**s in float64 (`low`, `high`: the range of s): one IEEE rounding for |s| <= 22."""
+def _times_power(x: np.ndarray, e: np.ndarray, low: int, high: int) -> np.ndarray:
+    """x * 10**e in float64 (`low`, `high`: the range of e): one IEEE rounding for |e| <= 22."""
     if low >= 0 and high <= _MAX_STEP:
-        return a * _POW10.take(s)
+        return x * _POW10.take(e)
     if low >= -_MAX_STEP and high <= 0:
-        return a / _POW10.take(-s)
-    result = a
+        return x / _POW10.take(-e)
     while low or high:
-        step = np.clip(s, -_MAX_STEP, _MAX_STEP)
+        step = np.clip(e, -_MAX_STEP, _MAX_STEP)
         power = _POW10.take(np.abs(step))
-        result = np.where(step >= 0, result * power, result / power)
-        s = s - step
-        low, high = int(s.min()), int(s.max())
-    return result
+        x = np.where(step >= 0, x * power, x / power)
+        e = e - step
+        low, high = int(e.min()), int(e.max())
+    return x
 
 
-def _round_to_digits(a: np.ndarray, k: np.ndarray, k_range: tuple[int, int], precision: int):
-    """The `precision`-digit mantissa (float64) and exponent of `a`, and where they are unsure.
-
-    `k` is the decimal exponent of `a` and `k_range` its least and greatest value.
-    """
-    s = (precision - 1) - k
+def _mantissa(a: np.ndarray, kb: np.ndarray, precision: int, k_range: tuple[int, int]):
+    """rint(a * 10**(precision-1-k)) with k = kb - _BIAS, the exponents of that scale, and
+    where the rounding is unsure (None if nowhere)."""
+    scale = (precision - 1 + _BIAS) - kb
     low, high = precision - 1 - k_range[1], precision - 1 - k_range[0]
-    y = _scale(a, s, low, high)
-    n = np.rint(y)
+    scaled = _times_power(a, scale, low, high)
+    mantissa = np.rint(scaled)
     unsure = None
     if low < 0 or high > _EXACT_SCALE:
-        unsure = np.rint(y * (1 - _NUDGE)) != np.rint(y * (1 + _NUDGE))
-        unsure &= (s < 0) | (s > _EXACT_SCALE)
-    carry = n >= 10.0**precision
-    if carry.any():
-        n[carry] = 10.0 ** (precision - 1)
-        k = k + carry
-    return n, k, unsure
+        unsure = np.rint(scaled * (1 - _NUDGE)) != np.rint(scaled * (1 + _NUDGE))
+        unsure &= (scale < 0) | (scale > _EXACT_SCALE)
+    return mantissa, scale, unsure
+
+
+def _either(*masks: np.ndarray | None) -> np.ndarray | None:
+    present = [m for m in masks if m is not None]
+    return np.logical_or.reduce(present) if present else None
 
 
 def _float32_bytes(flat: np.ndarray) -> np.ndarray:
-    size = flat.size
-    if not size:
+    if not flat.size:
         return np.zeros(0, "S1")
     magnitude = np.abs(flat)
-    ordinary = np.isfinite(magnitude)
-    ordinary &= magnitude != 0
-    every = bool(ordinary.all())
-    a32 = magnitude if every else np.where(ordinary, magnitude, np.float32(1))
-    a = a32.astype(np.float64)
+    # Zeros, NaN and infinities are patched in at the end; a stand-in 1 keeps the arithmetic calm.
+    ordinary = None
+    if not (magnitude.min() > 0 and magnitude.max() < np.inf):
+        ordinary = np.isfinite(magnitude)
+        ordinary &= magnitude != 0
+        magnitude = np.where(ordinary, magnitude, np.float32(1))
+    a = magnitude.astype(np.float64)
 
-    # The decimal exponent: log10, then made exact against the powers-of-ten table.
-    k = np.floor(np.log10(a)).astype(np.intp)
-    at = k - _K_MIN
-    k += a >= _THRESHOLDS.take(at + 1)
-    k -= a < _THRESHOLDS.take(at)
-    k_range = int(k.min()), int(k.max())
+    # kb = k + _BIAS, k the decimal exponent: log10 is within one of it, the table makes it exact.
+    kb = np.log10(magnitude)
+    kb += _BIAS
+    kb = kb.astype(np.intp)
+    kb += magnitude >= _AT_LEAST_NEXT.take(kb)
+    kb -= magnitude < _AT_LEAST.take(kb)
+    k_range = int(kb.min()) - _BIAS, int(kb.max()) - _BIAS
 
     with np.errstate(over="ignore"):
-        n6, k6, unsure = _round_to_digits(a, k, k_range, 6)
-        e6 = k6 - 5
-        low, high = int(e6.min()), int(e6.max())
-        short = _scale(n6, e6, low, high)
-        round_trips = short.astype(np.float32) == a32
-        if low < -_MAX_STEP or high > _MAX_STEP:
-            far = (e6 < -_MAX_STEP) | (e6 > _MAX_STEP)
-            far &= (short * (1 - _NUDGE)).astype(np.float32) != (short * (1 + _NUDGE)).astype(
-                np.float32
-            )
-            unsure = far if unsure is None else unsure | far
-    n9, k9, unsure9 = _round_to_digits(a, k, k_range, 9)
+        n6, scale6, unsure6 = _mantissa(a, kb, 6, k_range)
+        low, high = 5 - k_range[1], 5 - k_range[0]  # the range of scale6
+        short = _times_power(n6, -scale6, -high, -low)  # the %.6g decimal, as the parser reads it
+        round_trips = short.astype(np.float32) == magnitude
+        far = None
+        if low < -_MAX_STEP or high > _MAX_STEP:  # more than one rounding: check the margins
+            far = (scale6 < -_MAX_STEP) | (scale6 > _MAX_STEP)
+            below = (short * (1 - _NUDGE)).astype(np.float32)
+            far &= below != (short * (1 + _NUDGE)).astype(np.float32)
+    n9, _, unsure9 = _mantissa(a, kb, 9, k_range)
     if unsure9 is not None:
         unsure9 &= ~round_trips
-        unsure = unsure9 if unsure is None else unsure | unsure9
+    unsure = _either(unsure6, far, unsure9)
 
-    mantissa = np.where(round_trips, n6 * 1000, n9)  # nine digits, float64 (exact)
-    exponent = np.where(round_trips, k6, k9)
-    fixed = exponent < np.where(round_trips, 6, 9)
-    fixed &= exponent >= _EXP_MIN
+    short_count = int(np.count_nonzero(round_trips))
+    if short_count == 0:
+        mantissa = n9
+    elif short_count == flat.size:
+        mantissa = n6 * 1000
+    else:
+        mantissa = np.where(round_trips, n6 * 1000, n9)
+    exponent = kb - _BIAS
+    e_low, e_high = k_range
+    carry = mantissa >= 1e9  # rounded up to the next power of ten
+    if carry.any():
+        mantissa = np.where(carry, 1e8, mantissa)
+        exponent += carry
+        e_high += 1
+    fixed = None  # None: every element in the fixed form
+    if e_low < _EXP_MIN or e_high >= 6:
+        fixed = exponent >= _EXP_MIN
+        fixed &= exponent < np.where(round_trips, 6, 9)
+        if fixed.all():
+            fixed = None
     tokens = _assemble(mantissa, exponent, fixed, np.signbit(flat))
-    if not every or unsure is not None:
-        patches = _patches(flat, ordinary, unsure)
-        if patches:
-            tokens[np.fromiter(patches, np.intp, len(patches))] = list(patches.values())
+    if ordinary is not None or unsure is not None:
+        special = _either(None if ordinary is None else ~ordinary, unsure)
+        at = np.flatnonzero(special)
+        if at.size:
+            tokens[at] = [_special_token(v) for v in flat[at].tolist()]
     return tokens
 
 
-def _assemble(mantissa, exponent, fixed, negative) -> np.ndarray:
-    """The tokens of nine-digit mantissas and decimal exponents (see the row layout above)."""
-    size = mantissa.size
-    # Digits before the point: exponent + 1 in the fixed form (one `0` if negative), else one.
-    point = np.where(fixed, exponent, 0)
-    shift = 8 - point  # fraction digits of the mantissa, 0..12
-    scale = _POW10.take(shift)
-    integer = np.floor(mantissa / scale)  # exact: the quotient is far from the next integer
-    fraction = mantissa - integer * scale
-    fraction *= _POW10.take(12 - shift)  # now 12 digits, point at the left
+def _special_token(value: float) -> bytes:
+    if value == 0:
+        return b"-0.0" if math.copysign(1.0, value) < 0 else b"0.0"
+    return exact_token(value, True).encode()
 
-    # Four-digit groups (float64 arithmetic is exact here and much faster than int64 division).
+
+def _assemble(mantissa, exponent, fixed, negative) -> np.ndarray:
+    """The tokens of nine-digit mantissas (float64) and decimal exponents, laid out in rows."""
+    size = mantissa.size
+    # Integer digits: exponent + 1 in the fixed form (a single `0` below 1), else one.
+    point = exponent if fixed is None else np.where(fixed, exponent, 0)
+    at = point - _EXP_MIN
+    words = np.empty((size, _ROW // 8), "<u8")
+    starts = _STARTS[:size] if size <= _STARTS.size else np.arange(size) * _ROW + _POINT - 1
+    if point.max() < 0:  # all below 1: no integer digits to compute
+        fraction = mantissa * _WIDEN.take(at)
+        words[:, 0] = _ZEROS
+        words[:, 1] = _ZEROS_POINT
+    else:
+        split = _SPLIT.take(at)
+        integer = np.floor(mantissa / split)  # exact: the quotient is far from the next integer
+        fraction = mantissa - integer * split
+        fraction *= _WIDEN.take(at)
+        i_high = np.floor(integer / 1e4)
+        i0 = np.floor(i_high / 1e4)
+        words[:, 0] = _DIGITS4.take(i0.astype(np.intp))
+        words[:, 0] |= _DIGITS4.take((i_high - i0 * 1e4).astype(np.intp)) << 32
+        words[:, 1] = _DIGITS4.take((integer - i_high * 1e4).astype(np.intp))
+        words[:, 1] |= ord(".") << 32
+        starts = starts - np.maximum(point, 0)
+
+    # The 12 fraction digits in groups of four (float64 is exact here, and faster than int64).
     f_high = np.floor(fraction / 1e4)
     f0 = np.floor(f_high / 1e4)
     f2 = fraction - f_high * 1e4
@@ -224,32 +271,17 @@ def _assemble(mantissa, exponent, fixed, negative) -> np.ndarray:
     p0 = _DIGITS4_FIRST.take(((fraction == f0 * 1e8) * 1e4 + f0).astype(np.intp))
     p1 = _DIGITS4_TRAILING.take(((f2 == 0) * 1e4 + f1).astype(np.intp))
     p2 = _DIGITS4_TRAILING.take(f2.astype(np.intp) + 10000)
-
-    words = np.empty((size, _ROW // 8), "<u8")
-    if integer.any():
-        i_high = np.floor(integer / 1e4)
-        i0 = np.floor(i_high / 1e4)
-        words[:, 0] = _DIGITS4.take(i0.astype(np.intp))
-        words[:, 0] |= _DIGITS4.take((i_high - i0 * 1e4).astype(np.intp)) << 32
-        words[:, 1] = _DIGITS4.take((integer - i_high * 1e4).astype(np.intp))
-    else:
-        words[:, 0] = _ZEROS8
-        words[:, 1] = _ZEROS8 & 0xFFFFFFFF
-    words[:, 1] |= p0 << 40 | ord(".") << 32
+    words[:, 1] |= p0 << 40
     words[:, 2] = p0 >> 24 | p1 << 8 | p2 << 40
     words[:, 3] = p2 >> 24
     rows = words.view(np.uint8).ravel()
 
-    starts = np.arange(0, size * _ROW, _ROW) + _POINT - 1
-    starts -= np.maximum(point, 0)  # the first integer digit
     if negative.any():
-        signed = starts[negative] - 1
-        rows[signed] = ord("-")
-        starts[negative] = signed
+        starts = starts - negative
+        rows[starts[negative]] = ord("-")
 
-    if not fixed.all():
+    if fixed is not None:  # the exponent form: `e+XX` after the last fraction digit
         at = np.flatnonzero(~fixed)
-        # Fraction digits kept: 12 minus the trailing zeros of the last nonzero group.
         g0, g1, g2 = (group[at].astype(np.intp) for group in (f0, f1, f2))
         kept = np.where(
             g2 != 0,
@@ -269,20 +301,6 @@ def _assemble(mantissa, exponent, fixed, negative) -> np.ndarray:
 
     windows = np.ndarray((rows.size - _WINDOW + 1,), f"S{_WINDOW}", rows, strides=(1,))
     return windows[starts]
-
-
-def _patches(flat: np.ndarray, ordinary: np.ndarray, unsure: np.ndarray | None) -> dict[int, bytes]:
-    """Tokens of zeros, NaN, the infinities and the unsure elements, by flat index."""
-    patches: dict[int, bytes] = {}
-    special = ~ordinary if unsure is None else ~ordinary | unsure
-    if special.any():
-        at = np.flatnonzero(special)
-        for i, value in zip(at.tolist(), flat[at].tolist(), strict=True):
-            if value == 0:
-                patches[i] = b"-0.0" if math.copysign(1.0, value) < 0 else b"0.0"
-            else:
-                patches[i] = exact_token(value, True).encode()
-    return patches
 
 
 def _per_element_tokens(flat: np.ndarray) -> list[str]:
