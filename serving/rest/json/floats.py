@@ -36,9 +36,9 @@ _NUDGE = 2.0**-48  # > 2**-53 times the roundings in an inexact product, with ro
 _EXACT_SCALE = 12  # |x| * 10**s is exact in float64 for float32 x and 0 <= s <= this
 _MAX_STEP = 22  # 10**s is exact in float64 for 0 <= s <= 22
 _POW10 = np.array([10.0**s for s in range(_MAX_STEP + 1)])
-# Elements per pass: every temporary stays under 128 KiB (the largest is 32 bytes an element),
+# Elements per pass: every temporary stays under 128 KiB (the largest is 28 bytes an element),
 # which glibc serves from reused heap rather than fresh pages, and chunks stay in cache.
-_CHUNK = 4000
+_CHUNK = 4096
 
 # Tables indexed by k + _BIAS, k being the decimal exponent (-45..38 for nonzero float32).
 _BIAS, _TABLE = 64, 128
@@ -91,15 +91,22 @@ _TRAILING_ZEROS4 = np.array(
 #   columns 0-11   the integer part: 12 digits with leading zeros (the sign overwrites one)
 #   column  12     '.'
 #   columns 13-24  12 fraction digits; trailing zeros are NUL (a single `0` when all are zero)
-#   columns 25-31  NUL
+#   columns 25-27  NUL
 # The exponent form has one integer digit, and `e+XX` overwrites from the point (when there is
-# one digit) or from just after the last fraction digit.
-_ROW, _POINT, _WINDOW = 32, 12, 16
+# one digit) or from just after the last fraction digit. A row is a record of three uint64 and
+# one uint32 (28 bytes, so that 4096 rows stay under 128 KiB).
+_ROW, _POINT, _WINDOW = 28, 12, 16
+_WORDS = np.dtype([("w0", "<u8"), ("w1", "<u8"), ("w2", "<u8"), ("w3", "<u4")])
 _STARTS = np.arange(0, _CHUNK * _ROW, _ROW) + _POINT - 1  # the units digit of each row
 _EXP_MIN = -4  # %g writes exponents -4 <= X < precision in the fixed form
 # By X + 4 for fixed-form exponents X: the mantissa's fraction digits and their scale to 12.
 _SPLIT = np.array([10.0 ** (8 - x) for x in range(_EXP_MIN, 9)])
 _WIDEN = np.array([10.0 ** (4 + x) for x in range(_EXP_MIN, 9)])
+
+
+for _table in (_POW10, _AT_LEAST, _AT_LEAST_NEXT, _DIGITS4, _DIGITS4_TRAILING, _DIGITS4_FIRST,
+               _TRAILING_ZEROS4, _STARTS, _SPLIT, _WIDEN):  # fmt: skip
+    _table.flags.writeable = False  # shared by every request thread
 
 
 def exact_token(value: float, single: bool) -> str:
@@ -119,9 +126,10 @@ def exact_token(value: float, single: bool) -> str:
 def decimal_bytes(values: np.ndarray) -> np.ndarray:
     """`WriteDecimal` tokens of a float32 or float64 array as a flat `S` array (C order).
 
-    float32 is vectorised (see the module docstring). float64 needs 17 significant digits, more
-    than a float64 product carries, so an exact vectorised mantissa would need double-double
-    arithmetic; it keeps the per-element path, which formats each element once.
+    float32 is vectorised (see the module docstring). float64 keeps the per-element path, which
+    formats each element once: its `%.17g` needs the 17-digit rounding of a 53-bit value, more
+    digits than a float64 product holds, so scaling in float64 cannot give the mantissa; an
+    exact vectorised version would need error-free (double-double) products and int64 digits.
     """
     flat = np.ascontiguousarray(values).ravel()
     if flat.dtype.kind != "f" or flat.dtype.itemsize != 4:
@@ -133,33 +141,43 @@ def decimal_bytes(values: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _times_power(x: np.ndarray, e: np.ndarray, low: int, high: int) -> np.ndarray:
-    """x * 10**e in float64 (`low`, `high`: the range of e): one IEEE rounding for |e| <= 22."""
+def _times_power(x: np.ndarray, e: np.ndarray, low: int, high: int):
+    """x * 10**e in float64 (`low`, `high`: the range of e): one IEEE rounding for |e| <= 22.
+
+    Returns the product and a function that multiplies other values by 10**-e the same way.
+    """
     if low >= 0 and high <= _MAX_STEP:
-        return x * _POW10.take(e)
+        power = _POW10.take(e)
+        return x * power, lambda values: values / power
     if low >= -_MAX_STEP and high <= 0:
-        return x / _POW10.take(-e)
+        power = _POW10.take(-e)
+        return x / power, lambda values: values * power
+    inverse = -e, -high, -low
+
+    def back(values: np.ndarray) -> np.ndarray:
+        return _times_power(values, *inverse)[0]
+
     while low or high:
         step = np.clip(e, -_MAX_STEP, _MAX_STEP)
         power = _POW10.take(np.abs(step))
         x = np.where(step >= 0, x * power, x / power)
         e = e - step
         low, high = int(e.min()), int(e.max())
-    return x
+    return x, back
 
 
 def _mantissa(a: np.ndarray, kb: np.ndarray, precision: int, k_range: tuple[int, int]):
-    """rint(a * 10**(precision-1-k)) with k = kb - _BIAS, the exponents of that scale, and
-    where the rounding is unsure (None if nowhere)."""
+    """rint(a * 10**(precision-1-k)) with k = kb - _BIAS, the exponents of that scale, where
+    the rounding is unsure (None if nowhere), and the inverse scaling (see `_times_power`)."""
     scale = (precision - 1 + _BIAS) - kb
     low, high = precision - 1 - k_range[1], precision - 1 - k_range[0]
-    scaled = _times_power(a, scale, low, high)
+    scaled, back = _times_power(a, scale, low, high)
     mantissa = np.rint(scaled)
     unsure = None
     if low < 0 or high > _EXACT_SCALE:
         unsure = np.rint(scaled * (1 - _NUDGE)) != np.rint(scaled * (1 + _NUDGE))
         unsure &= (scale < 0) | (scale > _EXACT_SCALE)
-    return mantissa, scale, unsure
+    return mantissa, scale, unsure, back
 
 
 def _either(*masks: np.ndarray | None) -> np.ndarray | None:
@@ -188,16 +206,15 @@ def _float32_bytes(flat: np.ndarray) -> np.ndarray:
     k_range = int(kb.min()) - _BIAS, int(kb.max()) - _BIAS
 
     with np.errstate(over="ignore"):
-        n6, scale6, unsure6 = _mantissa(a, kb, 6, k_range)
-        low, high = 5 - k_range[1], 5 - k_range[0]  # the range of scale6
-        short = _times_power(n6, -scale6, -high, -low)  # the %.6g decimal, as the parser reads it
+        n6, scale6, unsure6, back = _mantissa(a, kb, 6, k_range)
+        short = back(n6)  # the %.6g decimal, as the parser reads it
         round_trips = short.astype(np.float32) == magnitude
         far = None
-        if low < -_MAX_STEP or high > _MAX_STEP:  # more than one rounding: check the margins
+        if k_range[0] < 5 - _MAX_STEP or k_range[1] > 5 + _MAX_STEP:  # several roundings
             far = (scale6 < -_MAX_STEP) | (scale6 > _MAX_STEP)
             below = (short * (1 - _NUDGE)).astype(np.float32)
             far &= below != (short * (1 + _NUDGE)).astype(np.float32)
-    n9, _, unsure9 = _mantissa(a, kb, 9, k_range)
+    n9, _, unsure9, _ = _mantissa(a, kb, 9, k_range)
     if unsure9 is not None:
         unsure9 &= ~round_trips
     unsure = _either(unsure6, far, unsure9)
@@ -243,12 +260,12 @@ def _assemble(mantissa, exponent, fixed, negative) -> np.ndarray:
     # Integer digits: exponent + 1 in the fixed form (a single `0` below 1), else one.
     point = exponent if fixed is None else np.where(fixed, exponent, 0)
     at = point - _EXP_MIN
-    words = np.empty((size, _ROW // 8), "<u8")
     starts = _STARTS[:size] if size <= _STARTS.size else np.arange(size) * _ROW + _POINT - 1
+    words = np.empty(size, _WORDS)  # its fields are unaligned: only ever assigned whole
     if point.max() < 0:  # all below 1: no integer digits to compute
         fraction = mantissa * _WIDEN.take(at)
-        words[:, 0] = _ZEROS
-        words[:, 1] = _ZEROS_POINT
+        words["w0"] = _ZEROS
+        w1 = _ZEROS_POINT
     else:
         split = _SPLIT.take(at)
         integer = np.floor(mantissa / split)  # exact: the quotient is far from the next integer
@@ -256,24 +273,30 @@ def _assemble(mantissa, exponent, fixed, negative) -> np.ndarray:
         fraction *= _WIDEN.take(at)
         i_high = np.floor(integer / 1e4)
         i0 = np.floor(i_high / 1e4)
-        words[:, 0] = _DIGITS4.take(i0.astype(np.intp))
-        words[:, 0] |= _DIGITS4.take((i_high - i0 * 1e4).astype(np.intp)) << 32
-        words[:, 1] = _DIGITS4.take((integer - i_high * 1e4).astype(np.intp))
-        words[:, 1] |= ord(".") << 32
+        w0 = _DIGITS4.take((i_high - i0 * 1e4).astype(np.intp))
+        w0 <<= 32
+        w0 |= _DIGITS4.take(i0.astype(np.intp))
+        words["w0"] = w0
+        w1 = _DIGITS4.take((integer - i_high * 1e4).astype(np.intp))
+        w1 |= ord(".") << 32
         starts = starts - np.maximum(point, 0)
 
     # The 12 fraction digits in groups of four (float64 is exact here, and faster than int64).
-    f_high = np.floor(fraction / 1e4)
-    f0 = np.floor(f_high / 1e4)
-    f2 = fraction - f_high * 1e4
-    f1 = f_high - f0 * 1e4
+    f0 = np.floor(fraction / 1e8)
+    rest = fraction - f0 * 1e8
+    f1 = np.floor(rest / 1e4)
+    f2 = rest - f1 * 1e4
     # The last nonzero group and those after it lose their trailing zeros (table half 2).
-    p0 = _DIGITS4_FIRST.take(((fraction == f0 * 1e8) * 1e4 + f0).astype(np.intp))
+    p0 = _DIGITS4_FIRST.take(((rest == 0) * 1e4 + f0).astype(np.intp))
     p1 = _DIGITS4_TRAILING.take(((f2 == 0) * 1e4 + f1).astype(np.intp))
     p2 = _DIGITS4_TRAILING.take(f2.astype(np.intp) + 10000)
-    words[:, 1] |= p0 << 40
-    words[:, 2] = p0 >> 24 | p1 << 8 | p2 << 40
-    words[:, 3] = p2 >> 24
+    words["w1"] = w1 | p0 << 40
+    p0 >>= 24
+    p0 |= p1 << 8
+    p0 |= p2 << 40
+    words["w2"] = p0
+    p2 >>= 24
+    words["w3"] = p2
     rows = words.view(np.uint8).ravel()
 
     if negative.any():

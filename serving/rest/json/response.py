@@ -78,11 +78,11 @@ def _row_json(arrays: dict[str, np.ndarray]) -> str:
     return '{\n    "predictions": ' + body + "\n}"
 
 
-def _tokens(name: str, array: np.ndarray, depth: int) -> list[str] | list[bytes]:
-    """Rendered elements (floats as ASCII bytes); `depth` is the nesting level of an element."""
+def _tokens(name: str, array: np.ndarray, depth: int) -> list[str] | np.ndarray:
+    """Rendered elements (floats as an `S` array); `depth` is the nesting level of an element."""
     kind = array.dtype.kind
     if kind == "f" and array.dtype.itemsize >= 4:
-        return decimal_bytes(array).tolist()
+        return decimal_bytes(array)
     if kind in "iu" and array.dtype != np.uint16:
         return list(map(str, array.ravel().tolist()))
     if kind == "b":

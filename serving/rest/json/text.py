@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
+import operator
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -220,13 +222,15 @@ def decimal_tokens(values: np.ndarray) -> list[str]:
     return decimal_bytes(values).astype(str).tolist()
 
 
-def render_array(
-    tokens: Sequence[str] | Sequence[bytes], shape: tuple[int, ...], depth: int, single_line: bool
-) -> str:
+Tokens = Sequence[str] | Sequence[bytes] | np.ndarray  # an ndarray: ASCII tokens, `S` dtype
+
+
+def render_array(tokens: Tokens, shape: tuple[int, ...], depth: int, single_line: bool) -> str:
     """Nested JSON arrays of pre-rendered tokens, laid out like rapidjson's PrettyWriter.
 
     Args:
-        tokens: One rendered element per tensor element, in C order (ASCII bytes or str).
+        tokens: One rendered element per tensor element, in C order: str, ASCII bytes, or an
+            `S` array of ASCII tokens (as `floats.decimal_bytes` returns).
         shape: The tensor shape; `()` writes the single token bare.
         depth: How many containers are open where the value starts (sets the indentation).
         single_line: `kFormatSingleLineArray` (`[1, 2]`) instead of one element per line.
@@ -236,38 +240,44 @@ def render_array(
         return token.decode("ascii") if isinstance(token, bytes) else token
     if 0 in shape:
         return _render_empty(shape, depth, single_line)
-    return _Layout(tokens, shape, depth, single_line).render(tokens)
+    layout = _Layout(shape, depth, single_line)
+    if isinstance(tokens, np.ndarray):
+        if single_line:
+            return layout.start + _joined(tokens, shape, layout.between) + layout.end
+        tokens = tokens.tolist()
+    return layout.join(tokens)
 
 
-def render_rows(
-    tokens: Sequence[str] | Sequence[bytes], shape: tuple[int, ...], depth: int
-) -> list[str]:
+def render_rows(tokens: Tokens, shape: tuple[int, ...], depth: int) -> list[str]:
     """`render_array(..., single_line=True)` of each `shape[1:]` slice of a `shape` tensor."""
     batch, row_shape = shape[0], shape[1:]
     if not batch:
         return []
+    if isinstance(tokens, np.ndarray) and not row_shape:
+        return tokens.astype(str).tolist()
     if not row_shape:
-        return (
-            [t.decode("ascii") for t in tokens]
-            if tokens and isinstance(tokens[0], bytes)
-            else list(tokens)
-        )
+        return [t.decode("ascii") if isinstance(t, bytes) else t for t in tokens]
     if 0 in row_shape:
         return [_render_empty(row_shape, depth, True)] * batch
+    layout = _Layout(row_shape, depth, True)
+    if isinstance(tokens, np.ndarray):
+        # All rows in one pass, a \x01 (which no token holds) between them.
+        between = [*layout.between, layout.end + "\x01" + layout.start]
+        text = layout.start + _joined(tokens, shape, between) + layout.end
+        return text.split("\x01")
     step = math.prod(row_shape)
-    layout = _Layout(tokens, row_shape, depth, True)
-    return [layout.render(tokens[i * step : (i + 1) * step]) for i in range(batch)]
+    return [layout.join(tokens[i * step : (i + 1) * step]) for i in range(batch)]
 
 
 class _Layout:
-    """The text around and between the tokens of one shape: joined with C-level slicing only.
+    """The text around and between the tokens of one shape.
 
     Between two consecutive elements whose trailing `c` axes wrap, the writer closes those `c`
     arrays, writes the separator of the axis above them and opens `c` arrays again; so the text
     is `start, token, between[c1], token, ..., token, end`.
     """
 
-    def __init__(self, tokens, shape: tuple[int, ...], depth: int, single_line: bool) -> None:
+    def __init__(self, shape: tuple[int, ...], depth: int, single_line: bool) -> None:
         rank = len(shape)
         if single_line:
             heads, seps, tails = ["["] * rank, [", "] * rank, ["]"] * rank
@@ -276,30 +286,63 @@ class _Layout:
             heads = ["[" + text for text in inner]
             seps = ["," + text for text in inner]
             tails = ["\n" + INDENT * (depth + axis) + "]" for axis in range(rank)]
-        between = [
+        self.shape = shape
+        self.between = [
             "".join(reversed(tails[rank - wraps :]))
             + seps[rank - 1 - wraps]
             + "".join(heads[rank - wraps :])
             for wraps in range(rank)
         ]
-        start, end = "".join(heads), "".join(reversed(tails))
-        self.binary = bool(tokens) and isinstance(tokens[0], bytes)
-        if self.binary:
+        self.start, self.end = "".join(heads), "".join(reversed(tails))
+
+    def join(self, tokens: Sequence[str] | Sequence[bytes]) -> str:
+        """The text, put together by `str.join` from a list filled by slice assignments."""
+        shape, between, start, end = self.shape, self.between, self.start, self.end
+        binary = bool(tokens) and isinstance(tokens[0], bytes)
+        if binary:
             between = [text.encode("ascii") for text in between]
             start, end = start.encode("ascii"), end.encode("ascii")
-        count = math.prod(shape)
+        count = len(tokens)
         parts = [between[0]] * (2 * count + 1)
         parts[0], parts[-1] = start, end
+        parts[1::2] = tokens
         stride = 1
-        for wraps in range(1, rank):
-            stride *= shape[rank - wraps]
+        for wraps in range(1, len(shape)):
+            stride *= shape[-wraps]
             parts[2 * stride : 2 * count : 2 * stride] = [between[wraps]] * (count // stride - 1)
-        self.parts = parts
+        return b"".join(parts).decode("ascii") if binary else "".join(parts)
 
-    def render(self, tokens) -> str:
-        self.parts[1::2] = tokens
-        text = b"".join(self.parts).decode("ascii") if self.binary else "".join(self.parts)
-        return text
+
+_JOIN_CHUNK = 4096  # elements per pass of `_joined`: its records stay under 128 KiB
+
+
+def _joined(tokens: np.ndarray, shape: tuple[int, ...], between: list[str]) -> str:
+    """The tokens (an `S` array) with `between[c]` after each whose next element wraps `c` axes.
+
+    Each token and its separator go into one record of NUL-padded bytes, and the NULs are
+    dropped (no token or separator holds one).
+    """
+    count, width = tokens.size, tokens.itemsize
+    seps = [text.encode("ascii") for text in between] + [b""]  # the last: after the last token
+    table = np.array(seps, dtype="S")
+    table = table.view(f"V{table.itemsize}")  # raw bytes: copied, not cast
+    tokens = np.ascontiguousarray(tokens).view(f"V{width}")
+    cell = np.dtype([("token", tokens.dtype), ("separator", table.dtype)])
+    strides = list(itertools.accumulate(reversed(shape), operator.mul))[: len(between) - 1]
+    pieces = []
+    for begin in range(0, count, _JOIN_CHUNK):
+        stop = min(begin + _JOIN_CHUNK, count)
+        # which[i]: how many axes wrap after element begin + i.
+        which = np.zeros(stop - begin, np.intp)
+        for wraps, stride in enumerate(strides, 1):
+            which[(-begin - 1) % stride :: stride] = wraps
+        if stop == count:
+            which[-1] = len(seps) - 1
+        cells = np.empty(stop - begin, cell)
+        cells["token"] = tokens[begin:stop]
+        cells["separator"] = table.take(which)
+        pieces.append(cells.tobytes().translate(None, b"\0"))
+    return b"".join(pieces).decode("ascii")
 
 
 def _render_empty(shape: tuple[int, ...], depth: int, single_line: bool) -> str:

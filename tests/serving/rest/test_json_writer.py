@@ -13,7 +13,7 @@ from serving.errors import ServingError
 from serving.rest.json import floats
 from serving.rest.json.response import predict_response_json
 from serving.rest.json.tensor import COLUMNAR, ROW
-from serving.rest.json.text import decimal_tokens, render_array
+from serving.rest.json.text import decimal_tokens, render_array, render_rows
 from tests.serving.rest import json_reference as reference
 
 SPECIAL32 = [
@@ -138,15 +138,37 @@ SHAPES = [(), (1,), (3,), (0,), (2, 0), (0, 3), (1, 1), (4, 1), (1, 5), (2, 3), 
           (1, 4, 4, 1), (2, 3, 0, 2), (2, 1, 3, 1), (2, 2, 2, 2, 2), (1, 1, 1, 1)]  # fmt: skip
 
 
+# The second group crosses the chunks (4000 elements) that byte-array tokens are joined in.
+SHAPES += [(4001,), (2, 4001), (3, 50, 40, 1), (1, 90, 90, 1), (7, 1, 1000), (8000, 1)]
+
+
+def _token_kinds(count: int):
+    """The same tokens as str, as bytes, and as an `S` array (what `decimal_bytes` returns)."""
+    tokens = [f"{i * 7 % 1000}.5" if i % 3 else f"-{i}e-05" for i in range(count)]
+    binary = [t.encode() for t in tokens]
+    return tokens, {"str": tokens, "bytes": binary, "S array": np.array(binary, dtype="S16")}
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("single_line", [True, False])
 def test_render_array_layouts(shape, single_line):
-    tokens = [f"t{i}" for i in range(int(np.prod(shape)))]
+    tokens, kinds = _token_kinds(int(np.prod(shape)))
     for depth in (0, 1, 3):
         want = reference.render_array(tokens, shape, depth, single_line)
-        assert render_array(tokens, shape, depth, single_line) == want
-        binary = [t.encode() for t in tokens]
-        assert render_array(binary, shape, depth, single_line) == want
+        for kind, given in kinds.items():
+            assert render_array(given, shape, depth, single_line) == want, kind
+
+
+@pytest.mark.parametrize("shape", [s for s in SHAPES if s], ids=str)
+def test_render_rows_layouts(shape):
+    tokens, kinds = _token_kinds(int(np.prod(shape)))
+    step = int(np.prod(shape[1:]))
+    want = [
+        reference.render_array(tokens[i * step : (i + 1) * step], shape[1:], 3, True)
+        for i in range(shape[0])
+    ]
+    for kind, given in kinds.items():
+        assert render_rows(given, shape, 3) == want, kind
 
 
 def _array(rng: np.random.Generator, kind: str, shape: tuple[int, ...]) -> np.ndarray:
