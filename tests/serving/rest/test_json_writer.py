@@ -26,20 +26,19 @@ SPECIAL32 = [
 
 
 def _neighbours(values: np.ndarray, reach: int) -> np.ndarray:
-    """Each finite float32 and the `reach` float32s on each side of it (same sign)."""
-    bits = values[np.isfinite(values)].astype(np.float32).view(np.int32).astype(np.int64)
-    around = (bits[:, None] + np.arange(-reach, reach + 1)).ravel()
-    around = (
-        around[(around >= 0) & (around < 2**31)]
-        | (bits.repeat(2 * reach + 1) & 2**31)[(around >= 0) & (around < 2**31)]
-    )
-    return around.astype(np.uint32).view(np.float32)
+    """Each finite float32 and the `reach` float32s on each side of it, with its sign."""
+    bits = values[np.isfinite(values)].astype(np.float32).view(np.uint32).astype(np.int64)
+    magnitude, sign = bits & 0x7FFFFFFF, bits & 0x80000000
+    around = magnitude[:, None] + np.arange(-reach, reach + 1)
+    keep = (around >= 0) & (around < 0x7F800000)  # nonnegative and finite
+    return (around | sign[:, None])[keep].astype(np.uint32).view(np.float32)
 
 
 def _decimals(rng: np.random.Generator, digits: int, count: int) -> np.ndarray:
     """float32s nearest to decimals of `digits` significant digits ending in 5 (ties at one
-    digit fewer), over the whole float32 exponent range."""
+    digit fewer), of either sign, over the whole float32 exponent range."""
     mantissas = rng.integers(10 ** (digits - 2), 10 ** (digits - 1), count) * 10 + 5
+    mantissas *= rng.choice([-1, 1], count)
     exponents = rng.integers(-46 - digits, 39 - digits, count)
     texts = [f"{m}e{e}" for m, e in zip(mantissas.tolist(), exponents.tolist(), strict=True)]
     with np.errstate(over="ignore"):
