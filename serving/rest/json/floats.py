@@ -21,7 +21,7 @@ For float32 every step works on whole arrays, in float64 (which holds every floa
    the NULs after it.
 
 Elements that step 2 or 3 cannot settle (near-ties after an inexact product: none for
-1e-4 <= |x| < 1e6, about one in 10**5 elsewhere) and zeros, NaN and infinities are formatted
+1e-4 <= |x| < 1e6, a few in a million elsewhere) and zeros, NaN and infinities are formatted
 one by one with `exact_token`, the rule itself. float64 keeps a per-element path.
 """
 
@@ -177,6 +177,13 @@ def _mantissa(a: np.ndarray, kb: np.ndarray, precision: int, k_range: tuple[int,
     if low < 0 or high > _EXACT_SCALE:
         unsure = np.rint(scaled * (1 - _NUDGE)) != np.rint(scaled * (1 + _NUDGE))
         unsure &= (scale < 0) | (scale > _EXACT_SCALE)
+        if low < 0 and unsure.any():
+            # After a division by 10**m, a quotient of exactly n + 1/2 is a true tie (which rint
+            # rounds right) when (n + 1/2) * 10**m, exact for m <= 9, gives the value back.
+            tie = scaled - np.floor(scaled) == 0.5
+            tie &= (scale < 0) & (scale >= -9)
+            tie &= scaled * _POW10.take(np.clip(-scale, 0, 9)) == a
+            unsure &= ~tie
     return mantissa, scale, unsure, back
 
 

@@ -84,23 +84,40 @@ def test_float32_tokens_equal_the_per_element_writer(case):
     assert not bad, f"{len(bad)} of {values.size} differ, e.g. {bad[:5]}"
 
 
+def _count_fallbacks(monkeypatch) -> list[float]:
+    """Records the values left to `exact_token` (unsure roundings, NaN, infinities)."""
+    fallbacks: list[float] = []
+    exact_token = floats.exact_token
+
+    def counted(value: float, single: bool) -> str:
+        fallbacks.append(value)
+        return exact_token(value, single)
+
+    monkeypatch.setattr(floats, "exact_token", counted)
+    return fallbacks
+
+
 def test_float32_cases_are_many_and_hit_every_path(monkeypatch):
     values = np.concatenate(list(FLOAT32_CASES.values()))
     assert values.size > 800_000
-    # Count the elements left to `exact_token` (near-ties after inexact products, NaN, inf).
-    fallbacks = []
-    exact_token = floats.exact_token
-    monkeypatch.setattr(
-        floats,
-        "exact_token",
-        lambda value, single: fallbacks.append(value) or exact_token(value, single),
-    )
+    fallbacks = _count_fallbacks(monkeypatch)
     tokens = decimal_tokens(values)
     finite = np.isfinite(fallbacks)
-    assert finite.sum() > 100 and (~finite).sum() > 1000
+    # Near-ties after an inexact product are coincidences: a few in these cases.
+    assert 1 <= finite.sum() < 100 and (~finite).sum() > 1000
     short = sum(1 for t in tokens if len(t.lstrip("-").split("e")[0].replace(".", "")) <= 7)
     assert short > 50_000  # plenty of %.6g answers as well as %.9g ones
     assert {"NaN", "Infinity", "-Infinity", "0.0", "-0.0"} <= set(tokens)
+
+
+@pytest.mark.parametrize("case", ["bit patterns", "near 6-digit ties", "dyadic (exact ties)"])
+def test_unsure_elements_fall_back_exactly(monkeypatch, case):
+    """A wide margin makes many roundings unsure: the per-element answers patched in agree."""
+    monkeypatch.setattr(floats, "_NUDGE", 1e-7)
+    fallbacks = _count_fallbacks(monkeypatch)
+    values = FLOAT32_CASES[case]
+    assert decimal_tokens(values) == reference.decimal_tokens(values)
+    assert np.isfinite(fallbacks).sum() > 500
 
 
 def test_exact_token_is_the_rule():
