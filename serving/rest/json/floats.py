@@ -12,7 +12,8 @@ For float32 every step works on whole arrays, in float64 (which holds every floa
    `0 <= P-1-k <= 12` (24 bits of float32 times at most 28 bits of 5**12), so `rint` rounds
    half to even exactly as printf does. Otherwise the product carries one rounding (a few when
    |P-1-k| > 22), and an element is only trusted when rounding the product nudged down and up
-   by 2**-48 gives the same integer.
+   by 2**-48 gives the same integer, or, after one division by 10**m (m <= 9), when the
+   quotient is exactly n + 1/2 and multiplying back (exact there) gives the value: a true tie.
 3. `%.6g` round-trips when the six-digit decimal, rounded to float64 then to float32, is the
    value. `n * 10**e` with an exact power `|e| <= 22` is correctly rounded by IEEE arithmetic,
    the same double the parser returns; beyond that the nudged bounds must agree again.
