@@ -20,6 +20,9 @@ from typing import Any
 DEFAULT_SIGNATURE = "serving_default"
 # Signature that takes encoded JPEG/PNG bytes and answers at the original image size.
 BYTES_SIGNATURE = "serve_bytes"
+# The same bytes in, the answer at the model's own resolution (small enough for REST's JSON);
+# the caller restores it to each image's size (`image_size`) as it does after serving_default.
+BYTES_MODEL_SIZE_SIGNATURE = "serve_bytes_model_size"
 # Generator signature that takes integer seeds and draws the latent vectors statelessly.
 SEEDS_SIGNATURE = "serve_seeds"
 
@@ -177,6 +180,15 @@ def unet_contract(image_size: int = 128) -> Contract:
                 # zeros to the largest; `image_size` gives each image's height and width).
                 outputs=(
                     TensorSpec("mask", "float32", (None, None, None, 1)),
+                    TensorSpec("image_size", "int32", (None, 2)),
+                ),
+            ),
+            SignatureSpec(
+                BYTES_MODEL_SIZE_SIGNATURE,
+                inputs=(TensorSpec("image_bytes", "string", (None,)),),
+                # Mask probabilities at the model's resolution, and each image's own size.
+                outputs=(
+                    TensorSpec("mask", "float32", (None, n, n, 1)),
                     TensorSpec("image_size", "int32", (None, 2)),
                 ),
             ),
