@@ -154,10 +154,19 @@ def _gated(tool: Rollout, args, tls) -> int:
             print(steps[-1], flush=True)
     try:
         result = verify(tool, args.server, tls, args.model, options, args.timeout, args.command)
-    except BaseException:
-        if args.command == "auto":  # whatever stopped the check, the canary does not stay
-            tool.drop_canary(args.model)
-        raise
+    except BaseException as error:
+        if args.command != "auto":
+            raise
+        tool.drop_canary(args.model)  # whatever stopped the check, the canary does not stay
+        if isinstance(error, ClientError):  # e.g. a canary whose signatures break the contract
+            why = f"{error.code}: {one_line(error.message)}"
+        elif isinstance(error, rc.ServerError):
+            why = str(error)
+        else:
+            raise
+        raise rc.ServerError(
+            f"auto: {args.model} version {args.version} rolled back: {why}"
+        ) from None
     canary, why = result.versions[rc.CANARY], result.first_failure()
     if result.passed:
         if args.command != "verify":

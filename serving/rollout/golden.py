@@ -45,6 +45,7 @@ class Item:
     name: str
     value: Any
     truth: Any = None
+    warmup: bool = False  # taken from a version's warmup requests
 
 
 @dataclass
@@ -57,9 +58,9 @@ class GoldenSet:
 
     def describe(self) -> str:
         """`built-in unet: 8 images, 8 with truth; warmup: 2 items`."""
-        truths = sum(item.truth is not None for item in self.items if "warmup" not in item.name)
-        own = sum("warmup" not in item.name for item in self.items)
-        text = f"{self.source}: {own} items, {truths} with truth"
+        own = [item for item in self.items if not item.warmup]
+        truths = sum(item.truth is not None for item in own)
+        text = f"{self.source}: {len(own)} items, {truths} with truth"
         return "; ".join([text, *self.notes])
 
 
@@ -199,7 +200,7 @@ def warmup_items(version_dir: Path, compare: Comparison, contract: Contract) -> 
             array = codec.decode(proto)
             name = f"warmup {request.model_spec.signature_name or 'serving_default'}.{alias}"
             items += [
-                Item(f"{name} #{number}.{i}", value)
+                Item(f"{name} #{number}.{i}", value, warmup=True)
                 for i, value in enumerate(_warmup_values(array, compare, contract))
             ]
     return items

@@ -157,7 +157,7 @@ def test_the_built_in_golden_sets_load():
     objects = golden.load_folder(golden.built_in_folder("localizer"), COMPARISONS["localizer"])
     assert len(objects.items) == 12 and isinstance(objects.items[0].truth, BoxLabel)
     seeds = golden.load_folder(golden.built_in_folder("generator"), COMPARISONS["generator"])
-    assert len(seeds.items) == 64 and all(isinstance(item.value, int) for item in seeds.items)
+    assert len(seeds.items) == 256 and all(isinstance(item.value, int) for item in seeds.items)
 
 
 def test_a_user_golden_folder(tmp_path):

@@ -1,10 +1,10 @@
 """Self-verifying rollouts end to end: the real server, the real tool, tiny exported models.
 
 An identical canary passes its gates and is promoted; an untrained one fails the quality gates
-and is rolled back; a slow twin fails the latency gate and is rolled back; a client calling
-`stable` throughout sees no failed request. The client's split sends about a tenth of keyed
-calls to the canary, each key to one version, and shadow mode records agreement that `verify`
-reads.
+and is rolled back; a slow twin fails the latency gate and is rolled back, and so is a model
+that breaks the contract; a client calling `stable` throughout sees no failed request. The
+client's split sends about a tenth of keyed calls to the canary, each key to one version, and
+shadow mode records agreement that `verify` reads.
 
 Example:
     .venv/bin/python -m pytest tests/serving/rollout/test_gates_e2e.py -q
@@ -44,9 +44,9 @@ SLOW_ROUNDS = 300
 @pytest.fixture(scope="module")
 def served(tiny_runs, tmp_path_factory):
     """The server with unet 1 (the tiny run, labelled stable); canaries wait on disk: 2 an
-    identical copy, 3 an untrained export, 4 the slow twin of 1."""
+    identical copy, 3 an untrained export, 4 the slow twin of 1, 5 no U-Net at all."""
     from export import publish
-    from tests.support import ServerProcess
+    from tests.support import ServerProcess, write_known_model
 
     root = tmp_path_factory.mktemp("gates")
     base = root / "models"
@@ -54,6 +54,7 @@ def served(tiny_runs, tmp_path_factory):
     copy_version(base / "unet", 1, 2)
     export_untrained(tiny_runs["unet"], base / "unet", 3, root)
     write_slow_twin(base / "unet", 1, 4, SLOW_ROUNDS)
+    write_known_model(base / "unet", 5)  # y = 0.5x + 2: loads fine, breaks the unet contract
     config = root / "models.config"
     config.write_text(CONFIG.format(base=base))
     monitoring = root / "monitoring.config"
@@ -111,6 +112,7 @@ class StableClient(threading.Thread):
 
 
 def test_auto_promotes_an_identical_canary_and_rolls_back_bad_ones(served, capsys, tmp_path):
+    """Four canaries in turn, while a client calls `stable` without pause."""
     server, config, monitoring, _ = served
     tool, gates = tool_flags(server, config), gate_flags(server, monitoring)
     car = load_folder(BUILT_IN / "unet", COMPARISONS["unet"]).items[0].value
@@ -139,14 +141,19 @@ def test_auto_promotes_an_identical_canary_and_rolls_back_bad_ones(served, capsy
         assert "auto: unet version 4 rolled back: gate latency p50 (ms)" in err, err
         rows = {line.split("  ")[0].strip(): line for line in out.splitlines()}
         assert "pass" in rows["agreement dice"] and "FAIL" in rows["latency p50 (ms)"]
+
+        # Not a U-Net at all: its signatures break the contract before any gate; rolled back.
+        code, out, err = run_cli(capsys, *tool, "auto", "unet", "5", *gates)
+        assert code == 1 and err.count("\n") == 1
+        assert "auto: unet version 5 rolled back: BAD_CONTRACT: model 'unet' version 5" in err
+
         config_now = rc.read_config(config)
+        policy = rc.model_config(config_now, "unet").model_version_policy
         assert rc.labels_of(config_now, "unet") == {"stable": 2}
-        assert list(rc.model_config(config_now, "unet").model_version_policy.specific.versions) == [
-            2
-        ]
+        assert list(policy.specific.versions) == [2]
         code, out, _ = run_cli(capsys, *tool, "--json", "status", "unet")
         states = {v["version"]: v["state"] for v in json.loads(out)["unet"]["versions"]}
-        assert states == {1: "END", 2: "AVAILABLE", 3: "END", 4: "END"}
+        assert states == {1: "END", 2: "AVAILABLE", 3: "END", 4: "END", 5: "END"}
     finally:
         stable.stopped.set()
         stable.join(30)
