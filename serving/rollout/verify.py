@@ -101,7 +101,7 @@ class Verification:
         return not self.failed
 
     def first_failure(self) -> str:
-        """`gate agreement dice 0.4121 (>= 0.98)`, plus how many more failed."""
+        """`gate agreement dice 0.4121 (>= 0.97)`, plus how many more failed."""
         if not self.failed:
             return ""
         row = self.failed[0]
