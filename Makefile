@@ -16,7 +16,8 @@ SERVE_FLAGS := --port=8500 --rest_api_port=8501 --model_config_file=serving/mode
 	--enable_batching --batching_parameters_file=serving/batching.config \
 	--base_path_map=/models=$(MODELS)
 
-.PHONY: venv tools test test-all models serve demo demo-inputs bench soak lint clean
+.PHONY: venv tools test test-all models serve demo demo-inputs golden-sets judge-weights bench soak \
+	lint clean
 
 venv: $(STAMP)
 
@@ -73,6 +74,14 @@ demo: models
 ## Regenerate the client demo's shipped input pictures (client/demo_inputs/).
 demo-inputs: $(STAMP)
 	$(PY) -m training.data.demo_inputs client/demo_inputs
+
+## Regenerate the rollout gates' built-in golden sets (serving/rollout/golden/).
+golden-sets: $(STAMP)
+	$(PY) -m training.data.golden_sets serving/rollout/golden
+
+## Retrain the generator's judge (the digit classifier) and ship its weights (client/judge/).
+judge-weights: $(STAMP)
+	$(PY) -m training.judge_weights client/judge
 
 ## Benchmarks (not part of `make test`): each prints ratios measured in one run, into out/bench/.
 bench: models

@@ -24,7 +24,7 @@ import numpy as np
 from skimage import data, filters
 
 from benchmarks.source_port import kmeans_loops, otsu_loops, threshold_loops
-from client.fallbacks import (
+from client.fallbacks.methods import (
     kmeans_segment,
     multi_otsu_thresholds,
     otsu_threshold,

@@ -2,7 +2,7 @@
 
 They follow the source listings' structure (Python loops over thresholds, bins and clusters)
 with its two bugs fixed: Otsu's class means are divided by the class probabilities, and k-means
-draws its random centroids once rather than every iteration. `client.fallbacks` holds the
+draws its random centroids once rather than every iteration. `client.fallbacks.methods` holds the
 vectorised versions these are measured against.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from client.segmentation_classical import MIN_PEAK_GAP, SMOOTH_WIDTH
+from client.fallbacks.primitives import MIN_PEAK_GAP, SMOOTH_WIDTH
 
 
 def _histogram_loops(gray: np.ndarray) -> list[int]:

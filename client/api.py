@@ -7,6 +7,11 @@ Example:
     ...     result.mask.shape, result.source          # original size, "model:unet/1"
 
 TLS: `ServingClient.grpc(target, tls=TLSFiles(ca="ca.pem"))` (see `client.tls`).
+
+Canary traffic: `ServingClient.grpc(target, canary_fraction=0.1, sticky_key=user_id)` sends 10 %
+of the calls (sticky per key) to the `canary` label and the rest to `stable`; `shadow_fraction`
+mirrors calls answered by `stable` to the canary in the background (see `client.routing` and
+`client.shadow`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import dataclasses
 import math
 import threading
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,12 +35,22 @@ from client.models import (
     generation,
 )
 from client.preprocess import ImageLike, load_rgb, prepare_image
+from client.routing import Router, route
 from client.served import contract_from_metadata
+from client.shadow import ShadowRecorder
 from client.tls import TLSFiles
 
 FALLBACK_POLICIES = ("auto", "never", "only")
 # The failures that mean "the model can't answer" rather than "the request is wrong".
 FALLBACK_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND")
+
+
+def _classical():
+    """The classical methods, or a ClientError naming the extra to install when they are absent."""
+    try:
+        return fallbacks.load()
+    except fallbacks.FallbackUnavailableError as error:
+        raise ClientError("FAILED_PRECONDITION", str(error)) from None
 
 
 def _as_list(images) -> list:
@@ -52,6 +68,15 @@ class ServingClient:
         method: the classical segmentation method for fallbacks (see `fallbacks.METHODS`).
         cleanup: keep only the largest foreground component and fill its holes.
         max_batch: images per request.
+        canary_fraction: the share of calls sent to the `canary` label, in [0, 1] (0: off).
+            With it (or shadow_fraction) set, calls that pin no version or label go to a label:
+            `canary` for that share, `stable` for the rest; a canary call falls back to
+            `stable` when no canary is loaded. The result's `source` names the label too.
+        sticky_key: the default key for the split (a user or session id): one key always gets
+            the same label. Calls may pass their own `sticky_key`; with none the split is random.
+        shadow_fraction: the share of calls answered by `stable` that are mirrored to `canary`
+            in the background, their agreement written to `shadow_log` (0: off).
+        shadow_log: the JSON-lines file of shadow records; required with shadow_fraction.
     """
 
     def __init__(
@@ -62,6 +87,10 @@ class ServingClient:
         method: str = "otsu",
         cleanup: bool = False,
         max_batch: int = 16,
+        canary_fraction: float = 0.0,
+        sticky_key: str | bytes | int | None = None,
+        shadow_fraction: float = 0.0,
+        shadow_log: str | None = None,
     ):
         if fallback not in FALLBACK_POLICIES:
             raise ValueError(
@@ -82,6 +111,14 @@ class ServingClient:
         )
         self._contracts: dict[tuple, Any] = {}
         self._lock = threading.Lock()
+        self.router = None
+        if canary_fraction or shadow_fraction:
+            self.router = Router(canary_fraction, sticky_key)
+        self.shadow = None
+        if shadow_fraction:
+            if shadow_log is None:
+                raise ValueError("shadow_fraction needs shadow_log, the file of shadow records")
+            self.shadow = ShadowRecorder(shadow_fraction, shadow_log)
 
     @classmethod
     def grpc(
@@ -118,6 +155,8 @@ class ServingClient:
         self.close()
 
     def close(self) -> None:
+        if self.shadow is not None:
+            self.shadow.close()
         self.transport.close()
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -181,6 +220,11 @@ class ServingClient:
                     raise
         return classical()
 
+    def _routed(self, kind, model, pin, ask):
+        """`ask(label)` on the label the split picks; pin = (version, label, sticky_key)."""
+        version, label, key = pin
+        return route(self.router, self.shadow, kind, model, (version, label), key, ask)
+
     @staticmethod
     def _load(images) -> list[np.ndarray]:
         loaded = []
@@ -203,6 +247,7 @@ class ServingClient:
         model_version: int | None = None,
         version_label: str | None = None,
         timeout: float | None = None,
+        sticky_key: str | bytes | int | None = None,
     ) -> list:
         """Any image model of `client.models.IMAGE_MODELS`, one result per image, no fallback.
 
@@ -212,8 +257,9 @@ class ServingClient:
             ValueError: for a kind the registry does not know.
             ClientError: BAD_INPUT for an unreadable image, or the server's error.
         """
-        loaded = self._load(images)
-        return self._image_model(kind, loaded, model or kind, model_version, version_label, timeout)
+        loaded, model = self._load(images), model or kind
+        ask = partial(self._image_model, kind, loaded, model, model_version, timeout=timeout)
+        return self._routed(kind, model, (model_version, version_label, sticky_key), ask)
 
     def segment(
         self,
@@ -223,6 +269,7 @@ class ServingClient:
         model_version: int | None = None,
         version_label: str | None = None,
         timeout: float | None = None,
+        sticky_key: str | bytes | int | None = None,
     ) -> list[Segmentation]:
         """Foreground masks at each image's original size.
 
@@ -231,8 +278,10 @@ class ServingClient:
                 fails and the fallback policy does not cover it (INVALID_ARGUMENT never does).
         """
         loaded = self._load(images)
+        ask = partial(self._segment_model, loaded, model, model_version, timeout=timeout)
+        pin = (model_version, version_label, sticky_key)
         return self._model_or_fallback(
-            lambda: self._segment_model(loaded, model, model_version, version_label, timeout),
+            lambda: self._routed("unet", model, pin, ask),
             lambda: [self._segment_classical(image) for image in loaded],
         )
 
@@ -240,7 +289,7 @@ class ServingClient:
         results = self._image_model("unet", loaded, model, version, label, timeout)
         if self.cleanup:
             results = [
-                dataclasses.replace(result, mask=fallbacks.clean_mask(result.mask))
+                dataclasses.replace(result, mask=_classical().clean_mask(result.mask))
                 for result in results
             ]
         return results
@@ -248,12 +297,12 @@ class ServingClient:
     def _segment_classical(self, image: np.ndarray) -> Segmentation:
         instances = None
         if self.method == "watershed":
-            instances, _ = fallbacks.watershed_instances(image)
+            instances, _ = _classical().watershed_instances(image)
             mask = instances > 0
         else:
-            mask = fallbacks.segment(image, self.method)
+            mask = _classical().segment(image, self.method)
         if self.cleanup:
-            mask = fallbacks.clean_mask(mask)
+            mask = _classical().clean_mask(mask)
         return Segmentation(mask, mask.astype(np.float32), f"fallback:{self.method}", instances)
 
     def localize(
@@ -264,16 +313,20 @@ class ServingClient:
         model_version: int | None = None,
         version_label: str | None = None,
         timeout: float | None = None,
+        sticky_key: str | bytes | int | None = None,
     ) -> list[Localization]:
         """The class and box (original pixels, clipped) of the object in each image."""
         loaded = self._load(images)
+        ask = partial(self._localize_model, loaded, model, model_version, timeout=timeout)
+        pin = (model_version, version_label, sticky_key)
         return self._model_or_fallback(
-            lambda: self._localize_model(loaded, model, model_version, version_label, timeout),
+            lambda: self._routed("localizer", model, pin, ask),
             lambda: [self._localize_classical(image) for image in loaded],
         )
 
     def _localize_classical(self, image: np.ndarray) -> Localization:
-        box = fallbacks.largest_component_box(fallbacks.segment(image, self.method))
+        classical = _classical()
+        box = classical.largest_component_box(classical.segment(image, self.method))
         if box is None:
             box = (0, 0, image.shape[1] - 1, image.shape[0] - 1)
         return Localization("unknown", math.nan, box, f"fallback:{self.method}")
@@ -286,42 +339,54 @@ class ServingClient:
         n: int | None = None,
         *,
         seeds: Sequence[int] | None = None,
+        latents: np.ndarray | None = None,
         model: str = "generator",
         model_version: int | None = None,
         version_label: str | None = None,
         timeout: float | None = None,
+        sticky_key: str | bytes | int | None = None,
     ) -> Generation:
-        """`n` images from random latent vectors, or one image per seed (reproducible).
+        """`n` images from random latent vectors, one per seed, or one per given latent vector.
 
-        There is no classical fallback for generation: a failure raises.
+        Seeds and latents are reproducible. There is no classical fallback for generation: a
+        failure raises.
         """
-        if (n is None) == (seeds is None):
-            raise ValueError("give either n or seeds")
+        if sum(x is not None for x in (n, seeds, latents)) != 1:
+            raise ValueError("give one of n, seeds or latents")
+        if n is not None and n < 1:
+            raise ValueError(f"n must be at least 1, not {n}")
         if self.fallback == "only":
             raise ClientError("UNIMPLEMENTED", "generate has no classical fallback")
-        try:
-            contract = self._contract("generator", model, model_version, version_label, timeout)
+        drawn: list[np.ndarray] = []  # random latents, drawn once: a fallback or mirror reuses them
+
+        def ask(label: str | None) -> Generation:
+            contract = self._contract("generator", model, model_version, label, timeout)
             if seeds is not None:
                 inputs = {"seeds": np.asarray(list(seeds), np.int64)}
                 signature = "serve_seeds"
             else:
-                if n < 1:
-                    raise ValueError(f"n must be at least 1, not {n}")
-                z = np.random.default_rng().standard_normal((n, contract.latent_dim))
-                inputs, signature = {"z": z.astype(np.float32)}, "serving_default"
+                if latents is None and not drawn:
+                    rng = np.random.default_rng()
+                    drawn.append(rng.standard_normal((n, contract.latent_dim)).astype(np.float32))
+                z = drawn[0] if latents is None else np.asarray(latents, np.float32)
+                inputs, signature = {"z": z}, "serving_default"
             answer, served = self.transport.predict(
                 model,
                 inputs,
                 signature=signature,
                 version=model_version,
-                label=version_label,
+                label=label,
                 timeout=timeout,
             )
+            return generation(
+                answer["images"], None if seeds is None else list(seeds), f"model:{model}/{served}"
+            )
+
+        try:
+            pin = (model_version, version_label, sticky_key)
+            return self._routed("generator", model, pin, ask)
         except ClientError as error:
             raise ClientError(error.code, f"{error.message} (generate has no fallback)") from None
-        return generation(
-            answer["images"], None if seeds is None else list(seeds), f"model:{model}/{served}"
-        )
 
     def status(self, model: str, *, timeout: float | None = None) -> list[dict]:
         """Every version of `model` with its state (GetModelStatus)."""

@@ -132,13 +132,24 @@ def run_segment(client: ServingClient, args: argparse.Namespace) -> int:
             "height": int(result.mask.shape[0]),
             "width": int(result.mask.shape[1]),
             "mask_png": None,
+            "overlay_png": None,
             "instances_png": None,
+            "instances_overlay_png": None,
         }
         if args.out is not None:
-            record["mask_png"] = _save(overlay_mask(image, result.mask), args.out, stem, "mask")
+            # The mask itself (one channel, 0/255, the image's size), then a picture of it.
+            mask = Image.fromarray(np.where(result.mask, 255, 0).astype(np.uint8))
+            record["mask_png"] = _save(mask, args.out, stem, "mask")
+            overlay = overlay_mask(image, result.mask)
+            record["overlay_png"] = _save(overlay, args.out, stem, "overlay")
             if labels is not None:
-                picture = color_instances(image, labels)
-                record["instances_png"] = _save(picture, args.out, stem, "instances")
+                # Instance labels as 16-bit gray (0 background, 1..K), then their colouring.
+                ids = Image.fromarray(labels.astype(np.uint16))
+                record["instances_png"] = _save(ids, args.out, stem, "instances")
+                colours = color_instances(image, labels)
+                record["instances_overlay_png"] = _save(
+                    colours, args.out, stem, "instances-overlay"
+                )
         return record
 
     return _run_images(args, one, _segment_line)
@@ -289,7 +300,11 @@ def _segment_line(r: dict[str, Any]) -> str:
     parts = [f"{r['foreground_fraction']:.1%} foreground", f"{r['width']}x{r['height']}"]
     if r["instances"] is not None:
         parts.insert(0, f"{r['instances']} instances")
-    pictures = [p for p in (r["mask_png"], r["instances_png"]) if p]
+    pictures = [
+        p
+        for p in (r["mask_png"], r["overlay_png"], r["instances_png"], r["instances_overlay_png"])
+        if p
+    ]
     written = f" -> {', '.join(pictures)}" if pictures else ""
     return f"{r['image']}: {', '.join(parts)}, {r['source']}{written}"
 

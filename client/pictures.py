@@ -17,8 +17,6 @@ import math
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from scipy import ndimage
-from skimage.segmentation import find_boundaries
 
 from client.preprocess import ImageLike, load_rgb
 
@@ -54,7 +52,7 @@ def overlay_mask(
     tint = np.asarray(color, np.float32)
     out[fg] = (1.0 - alpha) * out[fg] + alpha * tint
     # The outline keeps the extent readable where the tint is faint against similar colours.
-    outline = fg & ~ndimage.binary_erosion(fg, iterations=_line_width(rgb.shape[:2]))
+    outline = fg & ~erode(fg, _line_width(rgb.shape[:2]))
     out[outline] = tint
     return Image.fromarray(np.round(out).astype(np.uint8), "RGB")
 
@@ -84,7 +82,7 @@ def color_instances(image: ImageLike, labels: np.ndarray, alpha: float = 0.5) ->
         palette = instance_palette(int(labels.max()))
         out[fg] = (1.0 - alpha) * out[fg] + alpha * palette[labels[fg] - 1]
         # Touching instances share a colour edge only by chance; the white line separates them.
-        out[find_boundaries(labels, mode="inner") & fg] = 255.0
+        out[inner_boundaries(labels)] = 255.0
     return Image.fromarray(np.round(out).astype(np.uint8), "RGB")
 
 
@@ -172,6 +170,34 @@ def sample_grid(images: np.ndarray, cols: int | None = None, scale: int = 4) -> 
     if channels == 1:
         return Image.fromarray(grid[..., 0], "L")
     return Image.fromarray(grid, "RGB")
+
+
+def erode(mask: np.ndarray, iterations: int = 1) -> np.ndarray:
+    """Binary erosion by the 4-neighbour cross, `iterations` times; outside the image is empty.
+
+    (SciPy's `binary_erosion` with its default structure; NumPy alone keeps pictures in the slim
+    client.)
+    """
+    out = np.asarray(mask, dtype=bool)
+    for _ in range(iterations):
+        padded = np.pad(out, 1, constant_values=False)
+        out = out & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return out
+
+
+def inner_boundaries(labels: np.ndarray) -> np.ndarray:
+    """Labelled pixels with a 4-neighbour of another label (scikit-image's `find_boundaries`
+    in `inner` mode, restricted to the labelled pixels); the image edge is no boundary."""
+    labels = np.asarray(labels)
+    padded = np.pad(labels, 1, mode="edge")
+    centre = padded[1:-1, 1:-1]
+    differs = (
+        (padded[:-2, 1:-1] != centre)
+        | (padded[2:, 1:-1] != centre)
+        | (padded[1:-1, :-2] != centre)
+        | (padded[1:-1, 2:] != centre)
+    )
+    return differs & (labels > 0)
 
 
 def _as_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

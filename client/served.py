@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from client.errors import ClientError
-from common.contract import Contract, model_contract
+from common.contract import DEFAULT_SIGNATURE, Contract, model_contract
 
 # Contract dtype names against the TF DataType names GetModelMetadata reports.
 DTYPES = {
@@ -49,9 +49,16 @@ def contract_from_metadata(model_kind: str, metadata: Mapping[str, Any]) -> Cont
 
 
 def check(contract: Contract, metadata: Mapping[str, Any]) -> None:
-    """Every contract signature, input and output exists with the contract's dtype and shape."""
+    """The contract's signatures, inputs and outputs are served with its dtypes and shapes.
+
+    `serving_default` must be served; a signature added to the contract after a version was
+    exported may be missing from it (the client then takes another way), but a served one must
+    match exactly.
+    """
     served = metadata.get("signatures", {})
     for signature in contract.signatures:
+        if signature.name not in served and signature.name != DEFAULT_SIGNATURE:
+            continue
         if signature.name not in served:
             raise ClientError(
                 "BAD_CONTRACT",

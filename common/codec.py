@@ -24,6 +24,8 @@ from common.wire import tensor_pb2 as wire
 
 # TensorShape::IsValid rejects more dimensions than this, and more elements than int64 holds.
 MAX_DIMS = 254
+# NumPy 2 arrays hold at most this many dimensions (NPY_MAXDIMS), fewer than TensorFlow allows.
+NUMPY_MAX_DIMS = 64
 _INT64_MAX = 2**63 - 1
 # protobuf refuses to serialize a message of 2 GiB or more.
 MAX_CONTENT_BYTES = 2**31 - 1
@@ -158,6 +160,53 @@ def shape_of(proto) -> tuple[int, ...]:
     return shape
 
 
+class Declared(NamedTuple):
+    """What a TensorProto declares, read from its header fields without decoding it."""
+
+    shape: tuple[int, ...]
+    # The number of elements the shape declares.
+    count: int
+    # The bytes decoding it would allocate: `count` times the NumPy item size (8 for the object
+    # pointers of a DT_STRING array), plus for strings the string bytes the message carries.
+    nbytes: int
+
+
+def declared(proto) -> Declared:
+    """The shape, element count and decoded size a TensorProto declares, without decoding it.
+
+    A typed `*_val` field broadcasts its last value to the whole shape, so a tiny message can
+    declare gigabytes; this tells a server what `decode` would allocate before it does. It also
+    makes `decode`'s cheap checks (supported type, valid shape, `tensor_content` size of a
+    numeric tensor), so a proto it accepts fails `decode` only for a DT_STRING
+    `tensor_content` whose length prefixes are broken.
+
+    Args:
+        proto: a TensorProto (TensorFlow's, or `common.wire`'s).
+
+    Returns:
+        The declared shape, element count and bytes.
+
+    Raises:
+        TensorError: for a DataType with no NumPy form, a bad shape, or a numeric
+            `tensor_content` that does not hold exactly `count` elements.
+    """
+    spec = _SPECS.get(proto.dtype)
+    if spec is None:
+        raise TensorError(f"cannot decode a {dtype_name(proto.dtype)} tensor")
+    shape = shape_of(proto)
+    count = math.prod(shape)
+    nbytes = count * spec.numpy.itemsize
+    if spec.numpy.kind == "O":
+        # Only the bytes present count: a broadcast string shares one bytes object.
+        nbytes += len(proto.tensor_content) or sum(map(len, proto.string_val))
+    elif proto.tensor_content and count and len(proto.tensor_content) != nbytes:
+        raise TensorError(
+            f"tensor_content has {len(proto.tensor_content)} bytes; {count} {spec.numpy} "
+            f"elements need {nbytes}"
+        )
+    return Declared(shape, count, nbytes)
+
+
 def decode(proto, *, widen_bfloat16: bool = False) -> np.ndarray:
     """Decodes a TensorProto into a new, writable array, exactly as TF's `Tensor::FromProto`.
 
@@ -170,13 +219,18 @@ def decode(proto, *, widen_bfloat16: bool = False) -> np.ndarray:
         The array in `tensor_shape`'s shape; DT_STRING gives an object array of `bytes`.
 
     Raises:
-        TensorError: for a bad shape, `tensor_content` of the wrong size, or a DataType with no
-            NumPy form.
+        TensorError: for a bad shape, `tensor_content` of the wrong size, a DataType with no
+            NumPy form, or more dimensions than NumPy holds (TensorFlow allows 254).
     """
     spec = _SPECS.get(proto.dtype)
     if spec is None:
         raise TensorError(f"cannot decode a {dtype_name(proto.dtype)} tensor")
     shape = shape_of(proto)
+    if len(shape) > NUMPY_MAX_DIMS:
+        raise TensorError(
+            f"a tensor of {len(shape)} dimensions is valid in TensorFlow, but NumPy holds at "
+            f"most {NUMPY_MAX_DIMS}"
+        )
     count = math.prod(shape)
     try:
         if count == 0:

@@ -20,6 +20,9 @@ from typing import Any
 DEFAULT_SIGNATURE = "serving_default"
 # Signature that takes encoded JPEG/PNG bytes and answers at the original image size.
 BYTES_SIGNATURE = "serve_bytes"
+# The same bytes in, the answer at the model's own resolution (small enough for REST's JSON);
+# the caller restores it to each image's size (`image_size`) as it does after serving_default.
+BYTES_MODEL_SIZE_SIGNATURE = "serve_bytes_model_size"
 # Generator signature that takes integer seeds and draws the latent vectors statelessly.
 SEEDS_SIGNATURE = "serve_seeds"
 
@@ -28,6 +31,10 @@ SEEDS_SIGNATURE = "serve_seeds"
 BOX_FORMAT = ("x", "y", "h", "w")
 
 DEFAULT_CLASS_NAMES = ("ellipse", "rectangle", "triangle")
+
+# The most pixels an encoded-image request may decode to (4096 x 4096): TF's decoders allocate
+# what a header declares, so the bytes signature checks it first, and the client refuses too.
+DEFAULT_MAX_PIXELS = 2**24
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,12 @@ class Preprocessing:
     The image is converted to `channels` channels, resized to `size` (height, width) with
     `resize_method` (antialiased when `antialias`), then mapped to `value * scale + offset`
     as float32. Training, the in-graph bytes signature and the client all follow it.
+    `max_pixels` is the pixel budget: the bytes signature refuses, before decoding, a request
+    whose images declare more pixels (width x height, all frames of a GIF) in total, and the
+    client refuses a larger image before decoding it. A JPEG much larger than the input is
+    decoded at a reduced DCT scale (`jpeg_scale`, libjpeg's 1/2, 1/4 or 1/8 decoding) and
+    resized from there; `jpeg_margin` is how many times the input size the scaled image must
+    keep on both sides (0 decodes every JPEG at full size).
     """
 
     size: tuple[int, int]
@@ -63,6 +76,29 @@ class Preprocessing:
     antialias: bool = True
     scale: float = 1.0 / 255.0
     offset: float = 0.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    jpeg_margin: float = 2.0
+
+
+# libjpeg decodes a JPEG at 1/1, 1/2, 1/4 or 1/8 of its size for a fraction of the work.
+JPEG_SCALES = (8, 4, 2, 1)
+
+
+def jpeg_scale(height: int, width: int, pre: Preprocessing) -> int:
+    """The scale denominator (8, 4, 2 or 1) a JPEG of this size is decoded at.
+
+    The largest one whose scaled image (`ceil(side / scale)`, as libjpeg makes it) keeps at
+    least `pre.jpeg_margin` times the model input on both sides. The training pipeline, the
+    in-graph bytes signature (`training.data.preprocess.decode_image`) and the client
+    (`client.preprocess`) all decode by this rule.
+    """
+    if pre.jpeg_margin <= 0:
+        return 1
+    need_h, need_w = pre.jpeg_margin * pre.size[0], pre.jpeg_margin * pre.size[1]
+    for scale in JPEG_SCALES:
+        if -(-height // scale) >= need_h and -(-width // scale) >= need_w:
+            return scale
+    return 1
 
 
 @dataclass(frozen=True)
@@ -144,6 +180,15 @@ def unet_contract(image_size: int = 128) -> Contract:
                 # zeros to the largest; `image_size` gives each image's height and width).
                 outputs=(
                     TensorSpec("mask", "float32", (None, None, None, 1)),
+                    TensorSpec("image_size", "int32", (None, 2)),
+                ),
+            ),
+            SignatureSpec(
+                BYTES_MODEL_SIZE_SIGNATURE,
+                inputs=(TensorSpec("image_bytes", "string", (None,)),),
+                # Mask probabilities at the model's resolution, and each image's own size.
+                outputs=(
+                    TensorSpec("mask", "float32", (None, n, n, 1)),
                     TensorSpec("image_size", "int32", (None, 2)),
                 ),
             ),

@@ -58,6 +58,24 @@ def to_numpy(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
         raise _parse_error(alias) from None
 
 
+def declared(proto: tensor_pb2.TensorProto, alias: str) -> codec.Declared:
+    """What a request tensor declares (shape, elements, bytes), checked but not decoded.
+
+    It makes the checks of `to_numpy` that cost nothing, so a server can refuse a tensor that
+    is too large before `to_numpy` allocates it.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT `tensor parsing error: <alias>` where `to_numpy` would
+            give it (DT_STRING `tensor_content` is only checked by `to_numpy`).
+    """
+    if proto.dtype in codec.QUANTIZED:
+        raise _parse_error(alias)
+    try:
+        return codec.declared(proto)
+    except codec.TensorError:
+        raise _parse_error(alias) from None
+
+
 def from_numpy(
     array: np.ndarray,
     *,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from client import fallbacks
+from client.fallbacks import methods as fallbacks
 from training.metrics import dice_score
 
 

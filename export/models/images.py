@@ -11,19 +11,40 @@ from PIL import Image
 from client import preprocess as client_pre
 from common.contract import BYTES_SIGNATURE, DEFAULT_SIGNATURE, Contract
 from export.models.base import SKEW_ATOL, close
-from training.data.preprocess import prepare_image
+from export.models.pixels import check_batch, check_image
+from training.data.preprocess import decode_image, prepare_image
 
 INPUT_KINDS = ("image", "image_bytes")
 
 
-def decode_images(image_bytes: tf.Tensor, contract: Contract) -> tuple[tf.Tensor, tf.Tensor]:
-    """Decodes JPEG/PNG/GIF/BMP bytes [N] into model inputs [N,S,S,C] and sizes [N, 2]."""
+def decode_images(
+    image_bytes: tf.Tensor, contract: Contract, *, padded: bool = False
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Decodes JPEG/PNG/GIF/BMP bytes [N] into model inputs [N,S,S,C] and sizes [N, 2].
+
+    JPEGs are decoded at the contract's DCT scale (`training.data.preprocess.decode_image`);
+    the sizes are each image's own. Nothing is decoded before every image's header has been
+    read and the request is within the contract's pixel budget (`export.models.pixels`).
+
+    Args:
+        image_bytes: the encoded images.
+        contract: the model's contract (pre-processing and `max_pixels`).
+        padded: the caller pads outputs to the largest image, which the budget counts too.
+    """
     pre = contract.preprocessing
+    budget = pre.max_pixels
+    indices = tf.range(tf.shape(image_bytes, out_type=tf.int64)[0])
+    sizes = tf.map_fn(
+        lambda args: check_image(args[0], args[1], budget),
+        (image_bytes, indices),
+        fn_output_signature=tf.TensorSpec([5], tf.int64),
+    )
+    with tf.control_dependencies([check_batch(sizes, budget, padded=padded)]):
+        image_bytes = tf.identity(image_bytes)
 
     def one(data):
-        image = tf.io.decode_image(data, channels=pre.channels, expand_animations=False)
-        image.set_shape([None, None, pre.channels])
-        return prepare_image(image, pre), tf.shape(image)[:2]
+        image, size = decode_image(data, pre)
+        return prepare_image(image, pre), size
 
     images, sizes = tf.map_fn(
         one,

@@ -5,8 +5,20 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from common.contract import BYTES_SIGNATURE, DEFAULT_SIGNATURE, Contract
-from export.models.base import PARITY_ATOL, SKEW_ATOL, ExportModule, close, input_spec
+from common.contract import (
+    BYTES_MODEL_SIZE_SIGNATURE,
+    BYTES_SIGNATURE,
+    DEFAULT_SIGNATURE,
+    Contract,
+)
+from export.models.base import (
+    PARITY_ATOL,
+    SKEW_ATOL,
+    ExportCheckError,
+    ExportModule,
+    close,
+    input_spec,
+)
 from export.models.images import INPUT_KINDS, decode_images, image_requests, skew_inputs
 
 
@@ -20,7 +32,7 @@ def signatures(module: tf.Module, contract: Contract) -> dict:
 
     @tf.function(input_signature=[input_spec(contract, BYTES_SIGNATURE)])
     def serve_bytes(image_bytes):
-        images, sizes = decode_images(image_bytes, contract)
+        images, sizes = decode_images(image_bytes, contract, padded=True)
         probs = tf.sigmoid(model(images, training=False))
         # Each mask goes back to its own image's size; a batch of mixed sizes is padded with
         # zeros to the largest, and `image_size` tells the caller where to crop.
@@ -36,9 +48,15 @@ def signatures(module: tf.Module, contract: Contract) -> dict:
         )
         return {"mask": masks, "image_size": sizes}
 
+    @tf.function(input_signature=[input_spec(contract, BYTES_MODEL_SIZE_SIGNATURE)])
+    def serve_bytes_model_size(image_bytes):
+        images, sizes = decode_images(image_bytes, contract)
+        return {"mask": tf.sigmoid(model(images, training=False)), "image_size": sizes}
+
     return {
         DEFAULT_SIGNATURE: serve_image.get_concrete_function(),
         BYTES_SIGNATURE: serve_bytes.get_concrete_function(),
+        BYTES_MODEL_SIZE_SIGNATURE: serve_bytes_model_size.get_concrete_function(),
     }
 
 
@@ -52,7 +70,9 @@ def sample_image(config) -> np.ndarray:
 
 
 def sample_requests(config, contract: Contract) -> dict:
-    return image_requests(sample_image(config), contract)
+    requests = image_requests(sample_image(config), contract)
+    requests[BYTES_MODEL_SIZE_SIGNATURE] = requests[BYTES_SIGNATURE]
+    return requests
 
 
 def check(keras_model, loaded, contract: Contract, requests, outputs) -> None:
@@ -66,6 +86,11 @@ def check(keras_model, loaded, contract: Contract, requests, outputs) -> None:
     close(
         "mask: bytes signature vs training path", outputs[BYTES_SIGNATURE]["mask"], full, SKEW_ATOL
     )
+    small = outputs[BYTES_MODEL_SIZE_SIGNATURE]
+    close("mask: model-size bytes signature vs training path", small["mask"], via_train["mask"],
+          SKEW_ATOL)  # fmt: skip
+    if small["image_size"].tolist() != [list(image.shape[:2])]:
+        raise ExportCheckError(f"{BYTES_MODEL_SIZE_SIGNATURE} image_size {small['image_size']}")
 
 
 EXPORT = ExportModule(INPUT_KINDS, signatures, sample_requests, check, sample_image)

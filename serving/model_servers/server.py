@@ -116,10 +116,13 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
     from serving.model_servers import grpc_services
     from serving.model_servers.health import ModelHealth
     from serving.rest.handler import RestServer
+    from serving.servables import memory
     from serving.servables.predict import Predictor
     from serving.servables.saved_model import load_servable
     from serving.servables.warmup import Warmup
 
+    # Before any tensor is allocated: TensorFlow reads this once, at its first allocation.
+    memory.use_system_allocator()
     # The parts are built in dependency order: each is whole when the next one receives it.
     metrics = Metrics()
     monitoring = None
@@ -136,6 +139,7 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
         tensor_content=options.enable_serialization_as_tensor_content,
         method_check=options.enable_signature_method_name_check,
         runtime_latency=metrics.runtime_latency,
+        max_input_bytes=options.max_request_tensor_bytes,
     )
     warmup = None
     if options.enable_model_warmup:
@@ -207,6 +211,9 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
         return STARTUP_FAILURE
 
     grpc_server.start()
+    # Freed memory goes back to the OS after large requests (see serving.servables.memory).
+    trimmer = memory.HeapTrimmer()
+    trimmer.start()
     if health_state is not None:
         health_state.start()
     log.info("Running gRPC ModelServer at %s:%d ...", options.host, options.port)
@@ -226,6 +233,7 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
     while not stop.wait(3600):
         pass
     _drain(options.drain_seconds, grpc_server, rest_server, poller, health_state)
+    trimmer.stop()
     if batcher is not None:
         batcher.close()
     # Unloading waits for handles in flight; a stuck one must not hold the process past the

@@ -1,13 +1,17 @@
-"""Canary rollouts on any TF Serving over gRPC ModelService: status, canary, promote, rollback.
+"""Canary rollouts on any TF Serving, gated on how the canary answers: `python -m serving.rollout`.
 
 Example:
     python -m serving.rollout --server 127.0.0.1:8500 --config serving/models.config \\
-        --base_path_map /models=models canary unet 2
+        --base_path_map /models=models auto unet 2
     python -m serving.rollout --server serving:8500 --ca ca.pem --cert me.pem --key me.key \\
         --config serving/models.config status
 
-Clients should ask for the `stable` label: an unlabelled request gets the highest AVAILABLE
-version, which is the canary while one is loaded.
+Commands: status, canary M V, verify M, promote M, rollback M, abort M, auto M V. `verify`
+sends a golden set to the `stable` and `canary` labels and applies the gates of gates.toml;
+`promote` runs the same gates first (--force skips them); `auto` is canary, gates, then promote,
+or abort (unlabel and unload the canary) when a gate fails. Clients should ask for the `stable`
+label: an unlabelled request gets the highest AVAILABLE version, which is the canary while one is
+loaded.
 """
 
 from __future__ import annotations
@@ -15,242 +19,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import grpc
 
 from client.errors import ClientError
-from client.tls import TLSFiles, add_tls_arguments, grpc_channel, tls_from_args
+from client.tls import add_tls_arguments, tls_from_args
 from common.cli import Parser, fail, parse_args
-from common.quiet import import_tensorflow
-
-import_tensorflow()  # tensorflow_serving's protos import TensorFlow: keep its banner off stderr
-from tensorflow_serving.apis import (  # noqa: E402
-    get_model_status_pb2,
-    model_management_pb2,
-    model_service_pb2_grpc,
-)
-
-from serving.config.files import map_base_paths  # noqa: E402
-from serving.rollout import config_edit as rc  # noqa: E402
+from serving.rollout import config_edit as rc
+from serving.rollout.control import Rollout, one_line
+from serving.rollout.verify import Options, Verification, check_options, verify
 
 PROG = "python -m serving.rollout"
-State = get_model_status_pb2.ModelVersionStatus.State
-POLL_S = 0.1
-
-
-class Rollout:
-    """One server and its config file: every change is written to the file, then reloaded.
-
-    Args:
-        server: gRPC HOST:PORT of the model server.
-        config_path: The server's `--model_config_file`.
-        timeout: Seconds allowed for each RPC and for each wait on a version's state.
-        base_path_map: PREFIX=DIR, to find on this machine the versions of container paths.
-        tls: CA, client certificate and key for a TLS channel (`client.tls`), or None.
-
-    Raises:
-        ClientError: BAD_INPUT for a TLS file that is missing or not PEM.
-    """
-
-    def __init__(
-        self,
-        server: str,
-        config_path: str,
-        timeout: float,
-        base_path_map: str = "",
-        tls: TLSFiles | None = None,
-    ):
-        self.config_path, self.timeout, self.base_path_map = config_path, timeout, base_path_map
-        self.channel = grpc_channel(server, tls)
-        self.stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
-
-    def statuses(self, name: str, version: int | None = None) -> list:
-        """GetModelStatus entries (empty when the server has never seen the model/version)."""
-        request = get_model_status_pb2.GetModelStatusRequest()
-        request.model_spec.name = name
-        if version is not None:
-            request.model_spec.version.value = version
-        try:
-            return list(
-                self.stub.GetModelStatus(request, timeout=self.timeout).model_version_status
-            )
-        except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                return []
-            raise
-
-    def apply(self, config: rc.ModelServerConfig) -> None:
-        """Writes the config file atomically, then HandleReloadConfigRequest with it.
-
-        The file goes first so that a server polling the file never re-applies an older config;
-        if the server rejects the reload, the old file is put back.
-        """
-        old = Path(self.config_path).read_text(encoding="utf-8")
-        rc.write_config(self.config_path, config)
-        request = model_management_pb2.ReloadConfigRequest(config=config)
-        try:
-            response = self.stub.HandleReloadConfigRequest(request, timeout=self.timeout)
-            if response.status.error_code != 0:
-                code = _code_name(response.status.error_code)
-                raise rc.ServerError(f"{code}: {_one_line(response.status.error_message)}")
-        except BaseException:
-            rc._atomic_write(Path(self.config_path), old)
-            raise
-
-    def ended(self, name: str, version: int) -> bool:
-        """Whether the server's history shows `version` in END (unloaded or failed)."""
-        return any(s.state == State.END for s in self.statuses(name, version))
-
-    def wait_available(self, name: str, version: int, ended_before: bool = False) -> None:
-        """Polls until `version` is AVAILABLE.
-
-        Args:
-            name: The model name.
-            version: The version to wait for.
-            ended_before: It was in END before the load was asked for: that stale END counts
-                only once another state was seen (or at the timeout).
-
-        Raises:
-            rc.ServerError: It reached END (its error as the message) or the timeout passed.
-        """
-        restarted = not ended_before
-        deadline = time.monotonic() + self.timeout
-        last = "never seen by the server"
-        while time.monotonic() < deadline:
-            for entry in self.statuses(name, version):
-                if entry.state == State.AVAILABLE:
-                    return
-                if entry.state == State.END:
-                    last = entry.status.error_message or "unloaded before it was available"
-                    if restarted:
-                        raise rc.ServerError(_one_line(last))
-                else:
-                    restarted, last = True, f"still {State.Name(entry.state)}"
-            time.sleep(POLL_S)
-        raise rc.ServerError(_one_line(f"not AVAILABLE after {self.timeout:g} s ({last})"))
-
-    def wait_gone(self, name: str, versions: set[int]) -> None:
-        """Polls until none of `versions` is AVAILABLE or UNLOADING any more."""
-        deadline = time.monotonic() + self.timeout
-        while versions and time.monotonic() < deadline:
-            live = {s.version for s in self.statuses(name) if s.state != State.END}
-            if not live & versions:
-                return
-            time.sleep(POLL_S)
-        if versions:
-            raise rc.ServerError(f"{name} versions {sorted(versions)} still loaded")
-
-    def load_or_restore(self, config, step, name: str, version: int, verb: str) -> None:
-        """Applies `step`, waits for `version`; on failure restores `config` and raises."""
-        ended_before = self.ended(name, version)
-        self.apply(step)
-        try:
-            self.wait_available(name, version, ended_before)
-        except rc.ServerError as error:
-            self.apply(config)
-            raise rc.ServerError(
-                f"{verb}: {name} version {version} failed to load: {error}"
-            ) from None
-
-    def prune(self, config, name: str) -> None:
-        """Applies the config with only labelled versions aspired; waits for the rest to go."""
-        pruned = rc.prune(config, name)
-        if pruned != config:
-            self.apply(pruned)
-            kept = set(rc.labels_of(pruned, name).values())
-            self.wait_gone(name, {s.version for s in self.statuses(name)} - kept)
-
-    def on_disk(self, config, name: str, version: int) -> None:
-        """Refuses unless `<base_path>/<version>` exists here (after --base_path_map)."""
-        base = rc.model_config(map_base_paths(config, self.base_path_map), name).base_path
-        if not (Path(base) / str(version)).is_dir():
-            raise rc.RefusalError(
-                f"version {version} of {name} not found on disk at {base}/{version}"
-            )
-
-    def status(self, name: str | None) -> dict:
-        """Model -> {policy, labels, versions: [{version, state, labels, error}]}."""
-        config = rc.read_config(self.config_path)
-        names = [name] if name else [m.name for m in config.model_config_list.config]
-        report = {}
-        for model in names:
-            labels = rc.labels_of(config, model)
-            rows = [
-                {
-                    "version": s.version,
-                    "state": State.Name(s.state),
-                    "labels": sorted(k for k, v in labels.items() if v == s.version),
-                    "error": _one_line(s.status.error_message),
-                }
-                for s in self.statuses(model)
-            ]
-            policy = rc.describe_policy(config, model)
-            report[model] = {"policy": policy, "labels": labels, "versions": rows}
-        return report
-
-    def canary(self, name: str, version: int) -> str:
-        config = rc.read_config(self.config_path)
-        labels = rc.labels_of(config, name)
-        self.on_disk(config, name, version)
-        stable = labels.get(rc.STABLE)
-        if stable is None:
-            available = [s.version for s in self.statuses(name) if s.state == State.AVAILABLE]
-            if not available:
-                raise rc.RefusalError(
-                    f"canary: {name} has no stable label and no AVAILABLE version"
-                )
-            stable = max(available)
-        step = rc.canary_load(config, name, version, stable)
-        self.load_or_restore(config, step, name, version, "canary")
-        step = rc.with_label(step, name, rc.CANARY, version)
-        self.apply(step)
-        self.prune(step, name)
-        return f"canary: {name} stable={stable} canary={version}"
-
-    def promote(self, name: str) -> str:
-        config = rc.read_config(self.config_path)
-        step, previous = rc.promote_labels(config, name)
-        new = rc.labels_of(step, name)[rc.STABLE]
-        if not any(s.state == State.AVAILABLE for s in self.statuses(name, new)):
-            raise rc.RefusalError(f"promote: canary version {new} of {name} is not AVAILABLE")
-        self.apply(step)  # both versions still loaded while the label moves
-        sidecar = rc.read_sidecar(self.config_path)
-        if previous is not None and previous != new:
-            sidecar[name] = {"previous_stable": previous}
-            rc.write_sidecar(self.config_path, sidecar)
-        self.prune(step, name)
-        return f"promote: {name} stable={new} (previous {previous})"
-
-    def rollback(self, name: str) -> str:
-        config = rc.read_config(self.config_path)
-        rc.model_config(config, name)
-        sidecar = rc.read_sidecar(self.config_path)
-        previous = sidecar.get(name, {}).get("previous_stable")
-        if not isinstance(previous, int):
-            raise rc.RefusalError(
-                f"rollback: {name} has no previous stable version; nothing to roll back"
-            )
-        step = rc.rollback_load(config, name, previous)
-        self.on_disk(config, name, previous)
-        self.load_or_restore(config, step, name, previous, "rollback")
-        current = rc.labels_of(step, name)[rc.STABLE]
-        step = rc.with_label(step, name, rc.STABLE, previous)
-        self.apply(step)
-        del sidecar[name]
-        rc.write_sidecar(self.config_path, sidecar)
-        self.prune(step, name)
-        return f"rollback: {name} stable={previous} (was {current})"
-
-
-def _code_name(value: int) -> str:
-    return next((c.name for c in grpc.StatusCode if c.value[0] == value), str(value))
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+GATES_HELP = """\
+gates (verify, promote, auto): every golden item goes to `stable` and `canary` in turn, in
+rounds, timed; the gates compare the answers (agreement, and against truth or the judge) and
+the latencies. Latency p50/p99 per version come from these timed requests, because TF Serving's
+metrics carry no version label; the server's error rate over the window comes from its
+Prometheus request_count (--monitoring_config_file), which counts both versions together.
+Thresholds: serving/rollout/gates.toml (override with --gates). Exit status: 0 passed (and
+promoted), 1 a gate failed (auto: rolled back; promote: refused) or the server failed, 2 a
+usage error or refusal."""
 
 
 def format_table(report: dict) -> str:
@@ -268,27 +57,138 @@ def format_table(report: dict) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def add_gate_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the commands that run the gates."""
+    add = parser.add_argument
+    add("--kind", help="the model's registry kind when its name is not one (unet, ...)")
+    add("--golden", metavar="DIR", help="golden folder (images + masks/ or labels.csv; seeds.json)")
+    add("--gates", metavar="FILE", help="TOML overriding serving/rollout/gates.toml")
+    add("--monitoring_config_file", metavar="FILE", help="the server's, to read its metrics")
+    add("--rest_api_port", type=int, default=8501, help="REST port serving the metrics")
+    add("--shadow", metavar="FILE", help="shadow-mode records (client shadow_log) to summarise")
+    add("--out", metavar="DIR", help="write the report picture verify-MODEL.png here")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The rollout CLI's argument parser."""
-    p = Parser(prog=PROG, description="Canary rollouts through gRPC ModelService.")
+    p = Parser(
+        prog=PROG,
+        description="Canary rollouts through gRPC ModelService, gated on the canary's answers.",
+        epilog=GATES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--server", required=True, help="gRPC HOST:PORT of the model server")
     p.add_argument("--config", required=True, help="the server's --model_config_file")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per RPC and per wait")
     p.add_argument("--base_path_map", default="", help="PREFIX=DIR: where config paths live here")
-    p.add_argument("--json", action="store_true", help="status as JSON")
+    p.add_argument("--json", action="store_true", help="status and gate reports as JSON")
     add_tls_arguments(p)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="versions, states and labels").add_argument("model", nargs="?")
     canary = sub.add_parser("canary", help="load VERSION beside stable, label it canary")
     canary.add_argument("model")
     canary.add_argument("version", type=int)
-    sub.add_parser("promote", help="stable takes the canary's version").add_argument("model")
+    gated = {"epilog": GATES_HELP, "formatter_class": argparse.RawDescriptionHelpFormatter}
+    check = sub.add_parser("verify", help="run the gates: canary against stable", **gated)
+    check.add_argument("model")
+    add_gate_options(check)
+    promote = sub.add_parser("promote", help="run the gates, then stable takes the canary", **gated)
+    promote.add_argument("model")
+    promote.add_argument("--force", action="store_true", help="promote without the gates")
+    add_gate_options(promote)
     sub.add_parser("rollback", help="stable goes back to the previous one").add_argument("model")
+    sub.add_parser("abort", help="unlabel the canary and unload it").add_argument("model")
+    auto = sub.add_parser("auto", help="canary VERSION, gates, then promote or abort", **gated)
+    auto.add_argument("model")
+    auto.add_argument("version", type=int)
+    add_gate_options(auto)
     return p
 
 
+def _options(args: argparse.Namespace) -> Options:
+    return Options(
+        kind=args.kind,
+        golden=args.golden,
+        gates=args.gates,
+        monitoring_config=args.monitoring_config_file,
+        rest_port=args.rest_api_port,
+        shadow=args.shadow,
+        out=args.out,
+    )
+
+
+def _report(result: Verification, args, steps: list[str], outcome: str) -> None:
+    """Prints the gate report and the steps taken (one JSON object with --json), and writes the
+    picture with --out."""
+    from pathlib import Path
+
+    from serving.rollout import report
+
+    picture = None
+    if args.out:
+        picture = report.write_picture(result, Path(args.out) / f"verify-{result.model}.png")
+    if args.json:
+        data = {**report.to_json(result), "outcome": outcome, "steps": steps}
+        if picture is not None:
+            data["picture"] = str(picture)
+        print(json.dumps(data, indent=2))
+        return
+    print(report.format_verification(result))
+    if picture is not None:
+        print(f"report picture: {picture}")
+    for step in steps[1:] if args.command == "auto" else steps:  # auto printed its canary step
+        print(step)
+
+
+def _gated(tool: Rollout, args, tls) -> int:
+    """verify, promote and auto: 0 passed (and promoted), 1 a gate failed."""
+    options = _options(args)
+    if args.command == "promote" and args.force:
+        print(tool.promote(args.model))
+        return 0
+    steps: list[str] = []
+    if args.command == "auto":
+        check_options(args.model, options, args.server, tls)  # refuse before loading anything
+        steps.append(tool.canary(args.model, args.version))
+        if not args.json:
+            print(steps[-1], flush=True)
+    try:
+        result = verify(tool, args.server, tls, args.model, options, args.timeout, args.command)
+    except BaseException as error:
+        if args.command != "auto":
+            raise
+        tool.drop_canary(args.model)  # whatever stopped the check, the canary does not stay
+        if isinstance(error, ClientError):  # e.g. a canary whose signatures break the contract
+            why = f"{error.code}: {one_line(error.message)}"
+        elif isinstance(error, rc.ServerError):
+            why = str(error)
+        else:
+            raise
+        raise rc.ServerError(
+            f"auto: {args.model} version {args.version} rolled back: {why}"
+        ) from None
+    canary, why = result.versions[rc.CANARY], result.first_failure()
+    if result.passed:
+        if args.command != "verify":
+            steps.append(tool.promote(args.model))
+        _report(result, args, steps, "passed" if args.command == "verify" else "promoted")
+        return 0
+    if args.command == "auto":
+        steps.append(tool.drop_canary(args.model))
+        outcome, message = "rolled back", f"auto: {args.model} version {canary} rolled back: {why}"
+    elif args.command == "promote":
+        outcome = "refused"
+        message = f"promote: {args.model} version {canary} refused: {why}; --force promotes anyway"
+    else:
+        outcome, message = "failed", f"verify: {args.model} version {canary} fails {why}"
+    _report(result, args, steps, outcome)
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the rollout CLI; 0 done, 1 server error, 2 refused or bad usage."""
+    """Runs the rollout CLI; 0 done (or promoted), 1 a gate or the server failed, 2 refused or
+    bad usage."""
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
@@ -303,15 +203,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             report = tool.status(args.model)
             print(json.dumps(report, indent=2) if args.json else format_table(report))
+        elif args.command in ("verify", "promote", "auto"):
+            return _gated(tool, args, tls)
         elif args.command == "canary":
             print(tool.canary(args.model, args.version))
+        elif args.command == "abort":
+            print(tool.drop_canary(args.model))
         else:
             print(getattr(tool, args.command)(args.model))
     except (rc.RefusalError, rc.ServerError) as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2 if isinstance(error, rc.RefusalError) else 1
     except grpc.RpcError as error:
-        print(f"{PROG}: {error.code().name}: {_one_line(error.details() or '')}", file=sys.stderr)
+        print(f"{PROG}: {error.code().name}: {one_line(error.details() or '')}", file=sys.stderr)
+        return 1
+    except ClientError as error:  # a Predict or metadata call of the gates
+        print(f"{PROG}: {error.code}: {one_line(error.message)}", file=sys.stderr)
         return 1
     except OSError as error:  # an unwritable config folder
         print(f"{PROG}: {error}", file=sys.stderr)

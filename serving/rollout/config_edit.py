@@ -191,6 +191,22 @@ def promote_labels(config: ModelServerConfig, name: str) -> tuple[ModelServerCon
     return edited(config, name, labels=labels), previous
 
 
+def drop_label(config: ModelServerConfig, name: str, label: str) -> tuple[ModelServerConfig, int]:
+    """Removes `label`; the policy is unchanged, so its version stays loaded until a prune.
+
+    Returns:
+        The new config and the version the label pointed at.
+
+    Raises:
+        RefusalError: The model has no such label.
+    """
+    labels = labels_of(config, name)
+    if label not in labels:
+        raise RefusalError(f"{name} has no {label} label")
+    version = labels.pop(label)
+    return edited(config, name, labels=labels), version
+
+
 def rollback_load(config: ModelServerConfig, name: str, previous: int) -> ModelServerConfig:
     """Step 1 of a rollback: load `previous` beside what the labels point at.
 

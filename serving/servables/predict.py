@@ -1,7 +1,10 @@
 """Predict on one loaded version, with TF Serving's checks in TF Serving's order and texts.
 
 The order follows `predict_util.cc`: signature lookup, input count, input aliases and tensor
-parsing, output filter, then the run (where TF itself reports dtype and shape errors).
+parsing, output filter, then the run (where TF itself reports dtype and shape errors). One
+thing is added, admission: no tensor is decoded before every input's dtype is checked and the
+bytes they declare fit `--max_request_tensor_bytes`, since a few bytes of `float_val` can
+declare gigabytes that decoding would broadcast.
 """
 
 from __future__ import annotations
@@ -9,9 +12,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
+import grpc
 import numpy as np
 from tensorflow_serving.apis import predict_pb2
 
+from common import codec
 from serving import errors, tensors
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -44,9 +49,17 @@ def check_input_count(signature, request_keys) -> None:
         )
 
 
-def decode_inputs(signature, request_inputs) -> dict[str, np.ndarray]:
-    """Maps every signature input to a request tensor (TF's `GetInputValues`)."""
-    arrays = {}
+def admit_inputs(signature, request_inputs) -> dict[str, codec.Declared]:
+    """Maps every signature input to a request tensor (TF's `GetInputValues`) without decoding.
+
+    TF decodes each tensor as it maps it; here each is only checked as far as that costs
+    nothing (`tensors.declared`), so the same errors come in the same order while no tensor
+    is allocated before its dtype and size are admitted.
+
+    Returns:
+        alias -> the shape, element count and bytes its tensor declares.
+    """
+    declared = {}
     for alias in sorted(signature.inputs.keys()):
         if alias not in request_inputs:
             raise errors.invalid_argument(
@@ -54,14 +67,54 @@ def decode_inputs(signature, request_inputs) -> dict[str, np.ndarray]:
                 "found in request and no default value provided. Inputs expected to be in the "
                 f"request {{{_join(request_inputs.keys())}}}, or default input alias set: "
             )
-        arrays[alias] = tensors.to_numpy(request_inputs[alias], alias)
-    unused = set(request_inputs.keys()) - set(arrays)
+        declared[alias] = tensors.declared(request_inputs[alias], alias)
+        rank = len(declared[alias].shape)
+        if rank > codec.NUMPY_MAX_DIMS:
+            raise errors.invalid_argument(
+                f'Input "{alias}" has {rank} dimensions; this server holds tensors of at most '
+                f"{codec.NUMPY_MAX_DIMS} (NumPy's limit)"
+            )
+    unused = set(request_inputs.keys()) - set(declared)
     if unused:
         raise errors.invalid_argument(
-            f"Inputs contains invalid name. Used request inputs: {_join(arrays)}, "
+            f"Inputs contains invalid name. Used request inputs: {_join(declared)}, "
             f"request input: {_join(unused)}"
         )
-    return arrays
+    return declared
+
+
+def check_budget(request_inputs, declared: Mapping[str, codec.Declared], limit: int | None) -> None:
+    """`--max_request_tensor_bytes`: the inputs' declared bytes, summed, must fit the limit.
+
+    Args:
+        request_inputs: the request's TensorProtos (for their dtypes).
+        declared: what `admit_inputs` read from them.
+        limit: the most bytes of decoded input tensors one request may declare; None for any.
+
+    Raises:
+        ServingError: RESOURCE_EXHAUSTED naming the input that crosses the limit.
+    """
+    total = 0
+    for alias, size in declared.items():
+        total += size.nbytes
+        if limit is not None and total > limit:
+            shape = ",".join(map(str, size.shape))
+            dtype = tensors.dtype_name(request_inputs[alias].dtype)
+            before = f", {total} bytes with the inputs before it" if total > size.nbytes else ""
+            raise errors.ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f'Input "{alias}" declares {size.nbytes} bytes (shape [{shape}] {dtype}){before}; '
+                f"this server takes at most {limit} bytes of input tensors per request "
+                "(--max_request_tensor_bytes)",
+            )
+
+
+def decode_inputs(signature, request_inputs) -> dict[str, np.ndarray]:
+    """Decodes the admitted inputs (`admit_inputs` has mapped and checked them)."""
+    return {
+        alias: tensors.to_numpy(request_inputs[alias], alias)
+        for alias in sorted(signature.inputs.keys())
+    }
 
 
 def output_names(signature, output_filter) -> list[str]:
@@ -81,11 +134,14 @@ def output_names(signature, output_filter) -> list[str]:
     return seen
 
 
-def check_dtypes(signature, arrays: Mapping[str, np.ndarray]) -> None:
-    """The TF runtime's argument check: `Expects arg[i] to be float but double is provided`."""
+def check_dtypes(signature, request_inputs) -> None:
+    """The TF runtime's argument check: `Expects arg[i] to be float but double is provided`.
+
+    It reads the TensorProto's dtype, so a tensor of the wrong type is refused undecoded.
+    """
     for index, alias in enumerate(sorted(signature.inputs.keys())):
         expected = signature.inputs[alias].dtype
-        given = tensors.data_type(arrays[alias].dtype)
+        given = request_inputs[alias].dtype
         if given != expected:
             raise errors.invalid_argument(
                 f"Expects arg[{index}] to be {tensors.dtype_name(expected)} but "
@@ -114,6 +170,7 @@ def predict(
     run: Callable[[str, Mapping[str, np.ndarray], list[str]], dict[str, np.ndarray]] | None = None,
     tensor_content: bool = False,
     method_check: bool = False,
+    max_input_bytes: int | None = None,
 ) -> predict_pb2.PredictResponse:
     """Runs a PredictRequest on `servable` and builds the PredictResponse.
 
@@ -124,16 +181,20 @@ def predict(
             The server passes the batching scheduler here when batching is on.
         tensor_content: serialise outputs as `tensor_content` instead of typed `*_val` fields.
         method_check: `--enable_signature_method_name_check`.
+        max_input_bytes: `--max_request_tensor_bytes`, or None for no limit.
 
     Raises:
-        ServingError: with TF Serving's code and text.
+        ServingError: with TF Serving's code and text; RESOURCE_EXHAUSTED for inputs over
+            `max_input_bytes`.
     """
     key, signature = signature_def(servable, request.model_spec.signature_name)
     check_method(signature, method_check)
     check_input_count(signature, request.inputs.keys())
-    arrays = decode_inputs(signature, request.inputs)
+    declared = admit_inputs(signature, request.inputs)
     names = output_names(signature, request.output_filter)
-    check_dtypes(signature, arrays)
+    check_dtypes(signature, request.inputs)
+    check_budget(request.inputs, declared, max_input_bytes)
+    arrays = decode_inputs(signature, request.inputs)
     outputs = servable.run(key, arrays) if run is None else run(key, arrays, names)
     response = predict_pb2.PredictResponse()
     response.model_spec.name = request.model_spec.name or servable.name
@@ -156,6 +217,7 @@ class Predictor:
         tensor_content: `--enable_serialization_as_tensor_content`.
         method_check: `--enable_signature_method_name_check`.
         runtime_latency: the `runtime_latency` histogram (µs by model, API, runtime), or None.
+        max_input_bytes: `--max_request_tensor_bytes`, or None for no limit.
     """
 
     def __init__(
@@ -165,11 +227,13 @@ class Predictor:
         tensor_content: bool = False,
         method_check: bool = False,
         runtime_latency=None,
+        max_input_bytes: int | None = None,
     ):
         self.batcher = batcher
         self.tensor_content = tensor_content
         self.method_check = method_check
         self.runtime_latency = runtime_latency
+        self.max_input_bytes = max_input_bytes
 
     def predict_on(
         self, servable, request: predict_pb2.PredictRequest
@@ -181,6 +245,7 @@ class Predictor:
             run=self._runner(servable),
             tensor_content=self.tensor_content,
             method_check=self.method_check,
+            max_input_bytes=self.max_input_bytes,
         )
 
     def _runner(self, servable):

@@ -59,6 +59,25 @@ def pictures(tmp_path_factory):
 # -- pictures ----------------------------------------------------------------------------------
 
 
+def test_picture_morphology_equals_scipy_and_scikit_image():
+    """Pictures use NumPy alone (the slim client); they draw what SciPy/skimage would."""
+    from scipy import ndimage
+    from skimage.segmentation import find_boundaries
+
+    from client.pictures import erode, inner_boundaries
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        mask = ndimage.binary_opening(rng.random((40, 50)) > 0.3)
+        for iterations in (1, 3):
+            np.testing.assert_array_equal(
+                erode(mask, iterations), ndimage.binary_erosion(mask, iterations=iterations)
+            )
+        labels, _ = ndimage.label(rng.random((40, 50)) > 0.5)
+        expected = find_boundaries(labels, mode="inner") & (labels > 0)
+        np.testing.assert_array_equal(inner_boundaries(labels), expected)
+
+
 def test_overlay_mask_tints_inside_outlines_and_keeps_size():
     image = np.full((40, 60), 100, np.uint8)
     mask = np.zeros((40, 60), bool)
@@ -152,8 +171,15 @@ def test_watershed_fallback_counts_coins_without_a_server(capsys, pictures, tmp_
     assert record["source"] == "fallback:watershed"
     assert record["instances"] >= 15
     assert (record["height"], record["width"]) == skdata.coins().shape
-    assert Image.open(record["instances_png"]).size == (384, 303)
-    assert Image.open(record["mask_png"]).size == (384, 303)
+    with Image.open(record["instances_png"]) as ids, Image.open(record["mask_png"]) as mask:
+        assert ids.size == mask.size == (384, 303)
+        assert ids.mode.startswith("I;16") and mask.mode == "L"
+        labels = np.asarray(ids)
+        assert np.unique(labels[labels > 0]).size == record["instances"]
+        # The mask is exactly the labelled pixels, 0 or 255.
+        np.testing.assert_array_equal(np.asarray(mask), np.where(labels > 0, 255, 0))
+    assert Image.open(record["instances_overlay_png"]).mode == "RGB"
+    assert Image.open(record["overlay_png"]).size == (384, 303)
 
 
 def test_server_down_falls_back_or_exits_3(capsys, pictures, tmp_path):
@@ -249,8 +275,14 @@ def test_segment_json_and_pictures(capsys, served, pictures, tmp_path):
         assert (record["height"], record["width"]) == size
         assert 0.0 <= record["foreground_fraction"] <= 1.0 and record["instances"] is None
         assert record["mask_png"] == str(tmp_path / f"{name}.mask.png")
-        assert Image.open(record["mask_png"]).size == size[::-1]
-        assert record["instances_png"] is None
+        with Image.open(record["mask_png"]) as mask:
+            assert (mask.size, mask.mode) == (size[::-1], "L")
+            assert set(np.unique(np.asarray(mask)).tolist()) <= {0, 255}
+            fraction = float(np.mean(np.asarray(mask) == 255))
+        assert fraction == pytest.approx(record["foreground_fraction"], abs=1e-6)
+        assert record["overlay_png"] == str(tmp_path / f"{name}.overlay.png")
+        assert Image.open(record["overlay_png"]).mode == "RGB"
+        assert record["instances_png"] is None and record["instances_overlay_png"] is None
 
     # The same call over REST answers from the same model.
     code, out, err = run(
@@ -290,7 +322,12 @@ def test_bad_images_are_reported_once_each_and_the_rest_done(capsys, served, pic
             "not an image format Pillow can decode (corrupt?)",
         ]
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["car.mask.png", "gray.mask.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "car.mask.png",
+        "car.overlay.png",
+        "gray.mask.png",
+        "gray.overlay.png",
+    ]
 
 
 @integration

@@ -5,7 +5,7 @@ import pytest
 from skimage import data, draw, filters
 
 from benchmarks.source_port import kmeans_loops, otsu_loops, threshold_loops
-from client.fallbacks import (
+from client.fallbacks.methods import (
     METHODS,
     choose_polarity,
     clean_mask,

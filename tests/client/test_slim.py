@@ -1,4 +1,4 @@
-"""The client works with TensorFlow made unimportable, and importing it never loads TensorFlow."""
+"""The slim client works with TensorFlow, SciPy and scikit-image made unimportable."""
 
 from __future__ import annotations
 
@@ -10,19 +10,21 @@ import pytest
 
 from tests.support import ROOT
 
-# Installed first in the child: any import of TensorFlow (or the TF Serving API, which needs it)
-# fails as it would in a slim install without them.
+# Installed first in the child: any import of TensorFlow (or the TF Serving API, which needs it),
+# SciPy, scikit-image or scikit-learn fails as it would in a slim install without them (the
+# classical fallbacks are the `classical` extra).
 BLOCK_TENSORFLOW = """
 import importlib.abc
 import sys
 
-BLOCKED = ("tensorflow", "tensorflow_serving", "keras", "tf_keras")
+BLOCKED = ("tensorflow", "tensorflow_serving", "keras", "tf_keras", "scipy", "skimage", "sklearn")
 
 
 class BlockTensorFlow(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{name} is blocked: the slim client must not need it")
+            message = f"{name} is blocked: the slim client must not need it"
+            raise ModuleNotFoundError(message, name=name)
         return None
 
 
@@ -54,6 +56,21 @@ for made in (GrpcTransport(f"127.0.0.1:{grpc_port}"), RestTransport(f"http://127
             raise AssertionError("expected NOT_FOUND")
         except ClientError as error:
             assert error.code == "NOT_FOUND", error
+# Pictures and the CLI need no extra; the classical fallbacks say which extra they need.
+from client.api import ServingClient
+from client.pictures import overlay_mask
+
+mask = np.zeros((8, 8), bool)
+mask[2:6, 2:6] = True
+assert overlay_mask(np.zeros((8, 8, 3), np.uint8), mask).size == (8, 8)
+import client.cli  # noqa: F401
+with ServingClient.grpc(f"127.0.0.1:{grpc_port}", fallback="only") as client:
+    try:
+        client.segment(np.zeros((8, 8, 3), np.uint8))
+        raise AssertionError("expected the fallback to name its extra")
+    except ClientError as error:
+        assert error.code == "FAILED_PRECONDITION", error
+        assert "pip install 'tfserving-stack[classical]'" in error.message, error
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 assert not loaded, loaded
 print("slim client OK")
@@ -64,7 +81,10 @@ import sys
 
 import common.codec
 import common.contract
+import client.api
+import client.cli
 import client.errors
+import client.pictures
 import client.preprocess
 import client.transport
 import common.wire.get_model_metadata_pb2
@@ -73,7 +93,10 @@ import common.wire.model_pb2
 import common.wire.predict_pb2
 import common.wire.tensor_pb2
 
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_serving"))
+loaded = sorted(
+    m for m in sys.modules
+    if m.split(".")[0] in ("tensorflow", "tensorflow_serving", "scipy", "skimage", "sklearn")
+)
 print(loaded)
 """
 

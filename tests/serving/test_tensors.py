@@ -8,7 +8,7 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
 from serving.errors import ServingError
-from serving.tensors import data_type, dtype_name, from_numpy, numpy_dtype, to_numpy
+from serving.tensors import data_type, declared, dtype_name, from_numpy, numpy_dtype, to_numpy
 
 # Every dtype the codec supports, with TF's name and a sample of awkward values.
 SAMPLES = {
@@ -173,6 +173,24 @@ def test_string_tensor_content_uses_the_varint_string_list():
 )
 def test_unparseable_tensors(message):
     assert_parse_error(message)
+    # `declared` refuses them the same way, before anything is decoded.
+    with pytest.raises(ServingError) as caught:
+        declared(message, "x")
+    assert caught.value.message == "tensor parsing error: x"
+
+
+def test_declared_reads_the_size_without_decoding():
+    broadcast = proto(types_pb2.DT_FLOAT, [400_000_000], float_val=[1.0])
+    assert declared(broadcast, "x").nbytes == 1_600_000_000
+    sample = SAMPLES[types_pb2.DT_INT16][1]
+    assert declared(from_numpy(sample, tensor_content=True), "x").nbytes == sample.nbytes
+    # Quantized types decode nowhere in the server, so they are parse errors here too.
+    with pytest.raises(ServingError, match="tensor parsing error: q"):
+        declared(proto(types_pb2.DT_QINT8, [1], int_val=[1]), "q")
+    short = from_numpy(np.ones(3, np.float32), tensor_content=True)
+    short.tensor_content = short.tensor_content[:-1]
+    with pytest.raises(ServingError, match="tensor parsing error: x"):
+        declared(short, "x")
 
 
 def test_unknown_rank_is_rejected():

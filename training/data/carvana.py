@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import tensorflow as tf
 from PIL import Image
 
 from common.contract import Preprocessing
-from training.data.preprocess import prepare_image, prepare_mask
+from training.data.preprocess import decode_image, prepare_image, prepare_mask
 from training.errors import DataError
 
 IMAGE_NAME = re.compile(r"^(?P<car>[^_]+)_(?P<view>\d{2})\.jpg$")
@@ -222,17 +223,22 @@ def segmentation_pipeline(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def decode_example(image_path: tf.Tensor, mask_path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def decode_example(
+    image_path: tf.Tensor, mask_path: tf.Tensor, pre: Preprocessing
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Reads one Carvana example from its files.
 
     Args:
         image_path: scalar string tensor, path of a JPEG photo.
         mask_path: scalar string tensor, path of its GIF mask.
+        pre: the contract's pre-processing: the photo is decoded at its DCT scale, as the
+            served bytes signature and the client decode it.
 
     Returns:
-        The photo as uint8 RGB `[H, W, 3]` and the mask as uint8 `[H, W, 1]` (non-zero is car).
+        The photo as uint8 RGB `[h, w, 3]` (maybe scaled down) and the mask as uint8
+        `[H, W, 1]` (non-zero is car); both are resized to the model's input next.
     """
-    image = tf.io.decode_jpeg(tf.io.read_file(image_path), channels=3)
+    image, _ = decode_image(tf.io.read_file(image_path), pre)
     frames = tf.io.decode_gif(tf.io.read_file(mask_path))
     # A GIF decodes to RGB frames; the first frame is the mask and any lit channel is foreground.
     mask = tf.reduce_max(frames[0], axis=-1, keepdims=True)
@@ -259,7 +265,7 @@ def carvana_dataset(
     """The segmentation pipeline fed from Carvana files; see `segmentation_pipeline`."""
     return segmentation_pipeline(
         carvana_source(items),
-        decode_example,
+        functools.partial(decode_example, pre=pre),
         pre,
         batch_size,
         training=training,

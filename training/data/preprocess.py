@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from common.contract import Preprocessing
+from common.contract import JPEG_SCALES, Preprocessing
 
 
 def prepare_image(image: tf.Tensor, pre: Preprocessing) -> tf.Tensor:
@@ -23,6 +23,51 @@ def prepare_image(image: tf.Tensor, pre: Preprocessing) -> tf.Tensor:
     # Antialiased resizing can overshoot slightly; keep the input in the uint8 range.
     image = tf.clip_by_value(image, 0.0, 255.0)
     return image * pre.scale + pre.offset
+
+
+def decode_image(data: tf.Tensor, pre: Preprocessing) -> tuple[tf.Tensor, tf.Tensor]:
+    """Decodes one encoded image (JPEG, PNG, GIF, BMP) the contract's way.
+
+    A JPEG is decoded at the contract's DCT scale (`common.contract.jpeg_scale`, here in graph
+    ops on the size its header declares); other formats at full size.
+
+    Returns:
+        (uint8 `[h, w, pre.channels]`, maybe scaled down; int32 `[2]` the image's own height and
+        width, which answers at the original size need).
+    """
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(data)
+        scale = _jpeg_scale(shape[0], shape[1], pre)
+        # `ratio` is an attribute of the op, so each scale is a branch of its own.
+        branches = [
+            lambda ratio=ratio: tf.io.decode_jpeg(data, channels=pre.channels, ratio=ratio)
+            for ratio in JPEG_SCALES
+        ]
+        index = tf.argmax(tf.equal(tf.constant(JPEG_SCALES), scale), output_type=tf.int32)
+        return tf.switch_case(index, branches), shape[:2]
+
+    def other():
+        image = tf.io.decode_image(data, channels=pre.channels, expand_animations=False)
+        return image, tf.shape(image)[:2]
+
+    image, size = tf.cond(tf.io.is_jpeg(data), jpeg, other)
+    image.set_shape([None, None, pre.channels])
+    return image, size
+
+
+def _jpeg_scale(height: tf.Tensor, width: tf.Tensor, pre: Preprocessing) -> tf.Tensor:
+    """`common.contract.jpeg_scale` in graph ops (a test holds the two to one answer)."""
+    if pre.jpeg_margin <= 0:
+        return tf.constant(1)
+    need_h = tf.cast(tf.math.ceil(pre.jpeg_margin * pre.size[0]), tf.int32)
+    need_w = tf.cast(tf.math.ceil(pre.jpeg_margin * pre.size[1]), tf.int32)
+    chosen = tf.constant(1)
+    # From the smallest reduction up, so the largest one that still fits wins.
+    for scale in reversed(JPEG_SCALES):
+        fits = (-(-height // scale) >= need_h) & (-(-width // scale) >= need_w)
+        chosen = tf.where(fits, tf.constant(scale), chosen)
+    return chosen
 
 
 def prepare_mask(mask: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:

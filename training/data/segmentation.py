@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,7 +109,8 @@ def _carvana(config: UNetConfig, pre: Preprocessing, root: Path, seed: int) -> T
     val_cars = sorted({item.car_id for item in val_items})
 
     def dataset(subset: list[CarvanaItem], training: bool) -> tf.data.Dataset:
-        return _pipeline(carvana_source(subset), decode_example, pre, config, training, seed)
+        load = functools.partial(decode_example, pre=pre)
+        return _pipeline(carvana_source(subset), load, pre, config, training, seed)
 
     val = dataset(val_items, training=False)
     return TaskData(

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import base64
-import math
 from collections.abc import Mapping
 
 import numpy as np
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
 from serving.errors import invalid_argument
+from serving.rest.json.floats import decimal_bytes
 from serving.rest.json.tensor import ROW
-from serving.rest.json.text import INDENT, decimal_tokens, quote, render_array
+from serving.rest.json.text import INDENT, decimal_tokens, quote, render_array, render_rows
 from serving.tensors import data_type, dtype_name
 
 
@@ -58,19 +58,18 @@ def _row_json(arrays: dict[str, np.ndarray]) -> str:
             )
         batch = array.shape[0]
     depth = 2 if len(arrays) == 1 else 3
-    rows = {}
-    for name, array in arrays.items():
-        tokens = _tokens(name, array, depth + array.ndim - 1)
-        step = math.prod(array.shape[1:])
-        rows[name] = [
-            render_array(tokens[i * step : (i + 1) * step], array.shape[1:], depth, True)
-            for i in range(batch)
-        ]
     if batch == 0:
         body = "[]"
     elif len(arrays) == 1:
-        body = "[" + ", ".join(next(iter(rows.values()))) + "\n" + INDENT + "]"
+        # The rows joined by ", " are the whole tensor on one line, but for the last bracket.
+        name, array = next(iter(arrays.items()))
+        text = render_array(_tokens(name, array, depth + array.ndim - 1), array.shape, 1, True)
+        body = text[:-1] + "\n" + INDENT + "]"
     else:
+        rows = {
+            name: render_rows(_tokens(name, array, depth + array.ndim - 1), array.shape, depth)
+            for name, array in arrays.items()
+        }
         items = []
         for i in range(batch):
             members = [f"\n{INDENT * 3}{quote(name)}: {rows[name][i]}" for name in rows]
@@ -79,11 +78,11 @@ def _row_json(arrays: dict[str, np.ndarray]) -> str:
     return '{\n    "predictions": ' + body + "\n}"
 
 
-def _tokens(name: str, array: np.ndarray, depth: int) -> list[str]:
-    """Rendered elements; `depth` is the nesting level of an element (for b64 objects)."""
+def _tokens(name: str, array: np.ndarray, depth: int) -> list[str] | np.ndarray:
+    """Rendered elements (floats as an `S` array); `depth` is the nesting level of an element."""
     kind = array.dtype.kind
     if kind == "f" and array.dtype.itemsize >= 4:
-        return decimal_tokens(array)
+        return decimal_bytes(array)
     if kind in "iu" and array.dtype != np.uint16:
         return list(map(str, array.ravel().tolist()))
     if kind == "b":

@@ -10,7 +10,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.errors import ServingError, invalid_argument
 from serving.rest.json.text import debug_string, loads
-from serving.rest.json.values import dense_shape, fast_array, is_b64, to_array
+from serving.rest.json.values import check_rank, dense_shape, fast_array, is_b64, to_array
 
 ROW, COLUMNAR = "row", "columnar"
 
@@ -58,6 +58,8 @@ def parse_predict_request(
         ServingError: With TF Serving's message for any malformed body.
     """
     doc = parse_object(body)
+    # Without a `true`/`false` literal anywhere, numbers convert in bulk (see `fast_array`).
+    booleans = b"true" in body or b"false" in body
     name = signature_name(doc)
     infos = signature_inputs(name)
     if not infos:
@@ -76,13 +78,13 @@ def parse_predict_request(
             raise format_error(doc, "Expecting 'instances' to be an list/array")
         if not instances:
             raise format_error(doc, "No values in 'instances' array")
-        return name, ROW, _from_instances(instances, dtypes)
+        return name, ROW, _from_instances(instances, dtypes, booleans)
     if "inputs" in doc:
-        return name, COLUMNAR, _from_inputs(doc["inputs"], dtypes)
+        return name, COLUMNAR, _from_inputs(doc["inputs"], dtypes, booleans)
     raise invalid_argument("Missing 'inputs' or 'instances' key")
 
 
-def _from_inputs(value: Any, dtypes: dict[str, int]) -> dict[str, np.ndarray]:
+def _from_inputs(value: Any, dtypes: dict[str, int], booleans: bool) -> dict[str, np.ndarray]:
     """`FillTensorMapFromInputsMap` (columnar): one tensor per input, any shapes."""
     if not isinstance(value, dict) or is_b64(value):
         if len(dtypes) > 1:
@@ -91,12 +93,12 @@ def _from_inputs(value: Any, dtypes: dict[str, int]) -> dict[str, np.ndarray]:
                 "tensors required as per tensorinfo_map"
             )
         alias, dtype = next(iter(dtypes.items()))
-        return {alias: to_array(value, dtype)}
+        return {alias: to_array(value, dtype, booleans)}
     arrays = {}
     for alias, dtype in dtypes.items():
         if alias not in value:
             raise invalid_argument(f"Missing named input: {alias} in 'inputs' object.")
-        arrays[alias] = to_array(value[alias], dtype)
+        arrays[alias] = to_array(value[alias], dtype, booleans)
     return arrays
 
 
@@ -104,7 +106,9 @@ def _is_element_object(value: Any) -> bool:
     return isinstance(value, dict) and not is_b64(value)
 
 
-def _from_instances(instances: list, dtypes: dict[str, int]) -> dict[str, np.ndarray]:
+def _from_instances(
+    instances: list, dtypes: dict[str, int], booleans: bool
+) -> dict[str, np.ndarray]:
     """`FillTensorMapFromInstancesList` (row): every instance adds one batch row per input."""
     if not isinstance(instances[0], dict) and len(dtypes) > 1:
         raise invalid_argument(
@@ -114,9 +118,11 @@ def _from_instances(instances: list, dtypes: dict[str, int]) -> dict[str, np.nda
     rows: dict[str, list[np.ndarray]] = {}
     if not _is_element_object(instances[0]):
         alias, dtype = next(iter(dtypes.items()))
+        shape = dense_shape(instances)
+        check_rank(len(shape), "'instances'", batch=True)
         # Fast path: equal-shaped instances convert as one tensor; any problem falls back to
         # the element-by-element walk below, which produces TF Serving's exact error.
-        batch = fast_array(instances, dense_shape(instances), dtype)
+        batch = fast_array(instances, shape, dtype, booleans)
         if batch is not None and batch.ndim >= 1:
             return {alias: batch}
         for index, element in enumerate(instances):
@@ -148,6 +154,8 @@ def _add_row(item: Any, alias: str, dtypes: dict, rows: dict, where: str) -> Non
         if alias not in dtypes:
             raise invalid_argument(f"JSON object: does not have named input: {alias}")
         array = to_array(item, dtypes[alias])
+        # Stacking the rows adds the batch dimension.
+        check_rank(array.ndim + 1, "'instances'", batch=True)
         if rows.get(alias):
             first = rows[alias][0]
             if first.size != array.size:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
+from common.codec import NUMPY_MAX_DIMS
 from serving.errors import ServingError, invalid_argument, unimplemented
 from serving.rest.json.text import debug_string, json_type
 from serving.tensors import dtype_name, numpy_dtype
@@ -58,7 +59,29 @@ def dense_shape(value: Any) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def to_array(value: Any, dtype: int) -> np.ndarray:
+def check_rank(rank: int, what: str = "JSON Value", batch: bool = False) -> None:
+    """Refuses lists nested deeper than a tensor's dimensions can be held here.
+
+    TensorFlow allows 254 dimensions, but the arrays this server decodes JSON into hold 64;
+    without the check NumPy's own ValueError would be an HTTP 500.
+
+    Args:
+        rank: the nesting depth of lists, which is the tensor's rank.
+        what: what nests, for the message.
+        batch: the depth includes the batch dimension the `instances` list adds.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT naming the depth and the limit.
+    """
+    if rank > NUMPY_MAX_DIMS:
+        each = f" (the batch and {rank - 1} in each instance)" if batch else ""
+        raise invalid_argument(
+            f"{what} nests lists {rank} levels deep{each}; a tensor has at most "
+            f"{NUMPY_MAX_DIMS} dimensions here (NumPy's limit)"
+        )
+
+
+def to_array(value: Any, dtype: int, booleans: bool = True) -> np.ndarray:
     """One JSON value (scalar or nested lists) as an array of a signature dtype (`FillTensorProto`).
 
     Raises:
@@ -66,7 +89,8 @@ def to_array(value: Any, dtype: int) -> np.ndarray:
             UNIMPLEMENTED for dtypes JSON cannot carry (half, bfloat16, complex, ...).
     """
     shape = dense_shape(value)
-    array = fast_array(value, shape, dtype)
+    check_rank(len(shape))
+    array = fast_array(value, shape, dtype, booleans)
     if array is not None:
         return array
     values: list = []
@@ -149,10 +173,24 @@ def _scalar(value: Any, dtype: int) -> Any:
     )
 
 
-def fast_array(value: Any, shape: tuple[int, ...], dtype: int) -> np.ndarray | None:
-    """Converts a rectangular, correctly typed value in bulk; None means "walk it instead"."""
+def fast_array(
+    value: Any, shape: tuple[int, ...], dtype: int, booleans: bool = True
+) -> np.ndarray | None:
+    """Converts a rectangular, correctly typed value in bulk; None means "walk it instead".
+
+    Args:
+        value: the parsed JSON value.
+        shape: its dense shape (`dense_shape`).
+        dtype: the signature's DataType.
+        booleans: whether the document may hold `true`/`false`. Without them, NumPy's own
+            conversion of the nested lists (in C) is exact for numbers: it refuses ragged
+            lists, and anything but numbers changes the array's kind. With them it is not (a
+            bool among floats becomes 1.0), so each element's type is checked instead.
+    """
     if not shape or not (dtype in _FLOATS or dtype in _INT_RANGES or dtype in _OTHER_FAST):
         return None
+    if not booleans and (dtype in _FLOATS or dtype in _INT_RANGES):
+        return _numbers(value, shape, dtype)
     try:
         objects = np.array(value, dtype=object)
     except (ValueError, RecursionError):
@@ -165,11 +203,7 @@ def fast_array(value: Any, shape: tuple[int, ...], dtype: int) -> np.ndarray | N
             with np.errstate(over="ignore"):
                 return objects.astype(np.float64).astype(numpy_dtype(dtype))
         if dtype in _INT_RANGES and kinds <= {int}:
-            wide = objects.astype(np.int64)
-            low, high = _INT_RANGES[dtype]
-            if wide.size and (wide.min() < low or wide.max() > high):
-                return None
-            return wide.astype(numpy_dtype(dtype))
+            return _in_range(objects.astype(np.int64), dtype)
         if dtype == types_pb2.DT_BOOL and kinds <= {bool}:
             return objects.astype(np.bool_)
         if dtype == types_pb2.DT_STRING and kinds <= {str}:
@@ -179,3 +213,26 @@ def fast_array(value: Any, shape: tuple[int, ...], dtype: int) -> np.ndarray | N
     except OverflowError:
         pass
     return None
+
+
+def _numbers(value: Any, shape: tuple[int, ...], dtype: int) -> np.ndarray | None:
+    """Nested lists of numbers (no booleans in the document) converted by NumPy alone."""
+    try:
+        numbers = np.array(value)
+    except (ValueError, RecursionError, OverflowError):
+        return None  # ragged, or not numbers: the walk says exactly what is wrong
+    if numbers.shape != shape:
+        return None
+    if dtype in _FLOATS and numbers.dtype.kind in "iuf":
+        with np.errstate(over="ignore"):
+            return numbers.astype(np.float64).astype(numpy_dtype(dtype))
+    if dtype in _INT_RANGES and numbers.dtype.kind in "iu":
+        return _in_range(numbers, dtype)
+    return None
+
+
+def _in_range(wide: np.ndarray, dtype: int) -> np.ndarray | None:
+    low, high = _INT_RANGES[dtype]
+    if wide.size and (int(wide.min()) < low or int(wide.max()) > high):
+        return None
+    return wide.astype(numpy_dtype(dtype))

@@ -393,3 +393,66 @@ def test_classify_and_regress_results_use_the_results_key():
 def test_error_body():
     assert error_json('bad "x"\n') == '{\n    "error": "bad \\"x\\"\\n"\n}'
     assert json.loads(error_json("é")) == {"error": "é"}
+
+
+# -- the bulk path for numbers agrees with the exact walk ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, dtype",
+    [
+        ([[1, 2.5], [3, -4e38]], F),
+        ([[1, 2], [3, 4]], I32),
+        ([[1, 2.5]], I32),
+        ([[1, 2], [3, 4, 5], [6]], F),
+        ([[1, 2, 3], [4], [5, 6]], F),
+        ([1.5, "2"], F),
+        ([1.5, None], F),
+        ([[1.5], [[2.0]]], F),
+        ([2**63 - 1, -(2**63)], I64),
+        ([2**63], I64),
+        ([2**64 - 1], types_pb2.DT_UINT64),
+        ([-1], types_pb2.DT_UINT64),
+        ([12345678901234567890123], F),
+        ([2147483648], I32),
+        ([[True, False]], types_pb2.DT_BOOL),
+    ],
+)
+def test_numbers_in_bulk_agree_with_the_walk(value, dtype):
+    """Without `true`/`false` in a document, NumPy converts numbers in bulk; same answers."""
+
+    def convert(booleans):
+        try:
+            return to_array(value, dtype, booleans=booleans)
+        except ServingError as caught:
+            return caught.message
+
+    bulk, walked = convert(False), convert(True)
+    if isinstance(walked, str):
+        assert bulk == walked
+    else:
+        assert bulk.dtype == walked.dtype and bulk.shape == walked.shape
+        np.testing.assert_array_equal(bulk, walked)
+
+
+def test_a_boolean_among_numbers_is_still_refused():
+    assert error('{"instances": [1.5, true]}', x=F) == (
+        "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
+        "JSON Value: true Type: True is not of expected type: float"
+    )
+    assert error('{"inputs": [[2, false]]}', x=I32) == (
+        "JSON Value: false Type: False is not of expected type: int32"
+    )
+
+
+def test_documents_orjson_refuses_parse_the_exact_way():
+    assert loads(b'{"a": [NaN, -Infinity]}')["a"][1] == -np.inf
+    assert loads('{"a": "\xff"}'.encode("latin-1"))["a"] == "\udcff"  # not UTF-8
+
+
+def test_integers_beyond_64_bits_are_doubles_as_in_rapidjson():
+    value = loads(b'{"a": 123456789012345678901234567890}')["a"]
+    assert isinstance(value, float) and value == float(123456789012345678901234567890)
+    assert error('{"inputs": [123456789012345678901234567890]}', x=I64) == (
+        "JSON Value: 1.2345678901234568e29 Type: Number is not of expected type: int64"
+    )

@@ -16,6 +16,7 @@ from google.protobuf import text_format
 
 from serving.rollout import cli as rollout
 from serving.rollout import config_edit as rc
+from serving.rollout.control import Rollout
 
 CONFIG = """
 model_config_list {{
@@ -123,7 +124,12 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     [
         (["canary", "nope", "2"], "unknown model 'nope' (the config has: half, other)"),
         (["canary", "half", "7"], "version 7 of half not found on disk at {local}/half/7"),
-        (["promote", "half"], "promote: half has no canary label to promote"),
+        (["promote", "half", "--force"], "promote: half has no canary label to promote"),
+        (["promote", "half"], "promote: half has no canary label; run `canary` first"),
+        (["auto", "half", "1"], "no gates for model kind 'half' (gates exist for unet, localizer"),
+        (["auto", "unet", "1", "--gates", "/nowhere.toml"], "cannot read gates file /nowhere"),
+        (["verify", "half"], "verify: half has no canary label; run `canary` first"),
+        (["abort", "half"], "half has no canary label"),
         (["rollback", "half"], "rollback: half has no previous stable version; nothing to roll"),
         (["canary", "half", "x"], "argument version: invalid int value: 'x'"),
         (["launch", "half"], "invalid choice: 'launch'"),
@@ -248,10 +254,11 @@ def test_canary_promote_rollback_without_a_failed_request(tmp_path, capsys):
         ]
 
         traffic.set("promoting", canary_on=False)
-        assert run_cli(capsys, *tool, "promote", "half")[0] == 0
+        # `half` is no model of the registries, so it has no gates: promote it without them.
+        assert run_cli(capsys, *tool, "promote", "half", "--force")[0] == 0
         traffic.set("promoted")
         assert traffic.served("promoted") == {None: {v2}, "stable": {v2}}
-        report = rollout.Rollout(f"127.0.0.1:{server.port}", str(cfg), 5.0).status("half")
+        report = Rollout(f"127.0.0.1:{server.port}", str(cfg), 5.0).status("half")
         states = {r["version"]: r["state"] for r in report["half"]["versions"]}
         assert states == {2: "AVAILABLE", 1: "END"}
         assert json.loads(rc.sidecar_path(cfg).read_text()) == {"half": {"previous_stable": 1}}

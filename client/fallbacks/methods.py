@@ -1,4 +1,4 @@
-"""Classical segmentation fallbacks for when no model server answers: NumPy in, NumPy out."""
+"""The classical methods: thresholds, Otsu, watershed, k-means (NumPy in and out, on SciPy)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from scipy import ndimage as ndi
 from scipy.cluster.vq import kmeans2
 from skimage import feature, filters, morphology, segmentation
 
-from client.segmentation_classical import (
+from client.fallbacks import METHODS
+from client.fallbacks.primitives import (
     choose_polarity,
     clean_mask,
     largest_component_box,
@@ -35,7 +36,6 @@ __all__ = [
     "watershed_instances",
 ]
 
-METHODS = ("otsu", "threshold", "watershed", "kmeans")
 # Weight of the x/y features against colour (both scaled to [0, 1]) in `kmeans_segment`: enough
 # to make clusters spatially compact without letting position override colour.
 XY_WEIGHT = 0.5

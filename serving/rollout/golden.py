@@ -1,0 +1,223 @@
+"""Golden sets for the rollout gates: the built-in ones, a user's folder, a version's warmup.
+
+A golden folder holds, depending on what the model takes (`client.models.COMPARISONS`):
+    images:  image files at the top level; masks/<same stem>.<any image type> (non-zero is
+             foreground) for a segmentation model; or labels.csv (path,class,x_min,y_min,x_max,
+             y_max in pixel-edge corners, x_max one past the last column, paths relative to the
+             folder: the training CSV loader's format), whose rows then list the images.
+    seeds:   seeds.json, {"seeds": [1, 2, ...]} or a bare list: latent seeds of `serve_seeds`.
+The built-in sets (serving/rollout/golden/<model>/) are written by
+`python -m training.data.golden_sets` (`make golden-sets`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from client.agreement import BoxLabel
+from client.models import Comparison
+from client.preprocess import load_rgb
+from common import codec
+from common.contract import Contract
+
+BUILT_IN = Path(__file__).resolve().parent / "golden"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+CSV_COLUMNS = ("path", "class", "x_min", "y_min", "x_max", "y_max")
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+
+
+class GoldenError(Exception):
+    """A golden folder or file that cannot be used (a usage error: exit 2)."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One golden input: an RGB uint8 image, an int seed, or a float latent vector."""
+
+    name: str
+    value: Any
+    truth: Any = None
+    warmup: bool = False  # taken from a version's warmup requests
+
+
+@dataclass
+class GoldenSet:
+    """The items a verification sends to both versions, and where they came from."""
+
+    source: str
+    items: list[Item] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """`built-in unet: 8 images, 8 with truth; warmup: 2 items`."""
+        own = [item for item in self.items if not item.warmup]
+        truths = sum(item.truth is not None for item in own)
+        text = f"{self.source}: {len(own)} items, {truths} with truth"
+        return "; ".join([text, *self.notes])
+
+
+def built_in_folder(kind: str) -> Path:
+    """The shipped golden folder of a model kind."""
+    return BUILT_IN / kind
+
+
+def load_folder(folder: str | Path, compare: Comparison, source: str | None = None) -> GoldenSet:
+    """The golden items of `folder` for a model that takes `compare.inputs`.
+
+    Raises:
+        GoldenError: a missing folder, no items, or an unreadable image, mask, CSV or seeds file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GoldenError(f"golden folder {folder} does not exist or is not a folder")
+    if compare.inputs == "seeds":
+        items = _seed_items(folder)
+    elif compare.truth == "labels" and (folder / "labels.csv").is_file():
+        items = _labelled_items(folder / "labels.csv")
+    else:
+        items = _image_items(folder, with_masks=compare.truth == "masks")
+    if not items:
+        what = "seeds.json" if compare.inputs == "seeds" else "images"
+        raise GoldenError(f"golden folder {folder} holds no {what}")
+    return GoldenSet(source or str(folder), items)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        return load_rgb(path)
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise GoldenError(f"golden image {path} cannot be read: {error}") from None
+
+
+def _image_items(folder: Path, with_masks: bool) -> list[Item]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    masks = {}
+    if with_masks and (folder / "masks").is_dir():
+        masks = {
+            p.stem: p for p in (folder / "masks").iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
+        }
+    items = []
+    for path in files:
+        image = _read_image(path)
+        truth, mask_path = None, masks.get(path.stem)
+        if mask_path is not None:
+            try:
+                with Image.open(mask_path) as opened:
+                    truth = np.asarray(opened.convert("L")) > 0
+            except (OSError, UnidentifiedImageError) as error:
+                raise GoldenError(f"golden mask {mask_path} cannot be read: {error}") from None
+            if truth.shape != image.shape[:2]:
+                raise GoldenError(
+                    f"golden mask {mask_path} is {truth.shape[1]}x{truth.shape[0]}, its "
+                    f"image {path.name} is {image.shape[1]}x{image.shape[0]}; they must match"
+                )
+        items.append(Item(path.name, image, truth))
+    return items
+
+
+def _labelled_items(csv_path: Path) -> list[Item]:
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise GoldenError(
+                f"{csv_path} lacks columns {missing}; expected: {', '.join(CSV_COLUMNS)}"
+            )
+        rows = list(reader)
+    items = []
+    for line, row in enumerate(rows, start=2):
+        image = _read_image(csv_path.parent / row["path"].strip())
+        try:
+            x0, y0, x1, y1 = (round(float(row[c])) for c in CSV_COLUMNS[2:])
+        except ValueError:
+            raise GoldenError(f"{csv_path}, line {line}: box corners must be numbers") from None
+        if x1 <= x0 or y1 <= y0:
+            raise GoldenError(f"{csv_path}, line {line}: empty box ({x0}, {y0}, {x1}, {y1})")
+        # Pixel-edge corners (x_max one past the last column) to the client's inclusive ones.
+        label = BoxLabel(row["class"].strip(), (x0, y0, x1 - 1, y1 - 1))
+        items.append(Item(row["path"].strip(), image, label))
+    return items
+
+
+def _seed_items(folder: Path) -> list[Item]:
+    path = folder / "seeds.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError:
+        raise GoldenError(f"golden folder {folder} has no seeds.json") from None
+    except ValueError as error:
+        raise GoldenError(f"{path} is not JSON: {error}") from None
+    seeds = data.get("seeds") if isinstance(data, dict) else data
+    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+        raise GoldenError(f'{path} must hold {{"seeds": [integers]}} or a list of integers')
+    return [Item(f"seed {s}", s) for s in seeds]
+
+
+# -- a version's own warmup requests ----------------------------------------------------------
+
+
+def read_records(path: Path) -> list[bytes]:
+    """The records of a TFRecord file (length, its CRC, data, its CRC); CRCs are not checked."""
+    records = []
+    with path.open("rb") as handle:
+        while header := handle.read(12):
+            if len(header) < 12:
+                raise GoldenError(f"{path} ends inside a record header")
+            (length,) = struct.unpack("<Q", header[:8])
+            data = handle.read(length)
+            if len(data) < length or len(handle.read(4)) < 4:
+                raise GoldenError(f"{path} ends inside a record")
+            records.append(data)
+    return records
+
+
+def warmup_items(version_dir: Path, compare: Comparison, contract: Contract) -> list[Item]:
+    """The inputs of a version's warmup requests, as golden items (no truth).
+
+    Encoded images are decoded; pre-processed float images are scaled back to uint8 with the
+    contract's scaling; seeds and latent vectors are taken as they are.
+    """
+    from tensorflow_serving.apis import prediction_log_pb2  # the rollout tool has TensorFlow
+
+    path = version_dir / WARMUP_FILE
+    if not path.is_file():
+        return []
+    items = []
+    for number, record in enumerate(read_records(path)):
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        if log.WhichOneof("log_type") != "predict_log":
+            continue
+        request = log.predict_log.request
+        for alias, proto in sorted(request.inputs.items()):
+            array = codec.decode(proto)
+            name = f"warmup {request.model_spec.signature_name or 'serving_default'}.{alias}"
+            items += [
+                Item(f"{name} #{number}.{i}", value, warmup=True)
+                for i, value in enumerate(_warmup_values(array, compare, contract))
+            ]
+    return items
+
+
+def _warmup_values(array: np.ndarray, compare: Comparison, contract: Contract) -> list:
+    """One golden value per batch entry of a warmup input, of the kind the model takes."""
+    if compare.inputs == "images":
+        if array.dtype == object:
+            return [load_rgb(bytes(value)) for value in array.reshape(-1)]
+        pre = contract.preprocessing
+        if array.ndim == 4 and np.issubdtype(array.dtype, np.floating) and pre is not None:
+            pixels = (array.astype(np.float64) - pre.offset) / pre.scale
+            return list(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+        return []
+    if np.issubdtype(array.dtype, np.integer) and array.ndim == 1:
+        return [int(value) for value in array]
+    if np.issubdtype(array.dtype, np.floating) and array.ndim == 2:
+        return [np.asarray(row, np.float32) for row in array]
+    return []

@@ -1,0 +1,185 @@
+"""The pixel budget: an image that declares too many pixels is refused before it is decoded.
+
+The check is in the exported `serve_bytes` graph (TF Serving running the same SavedModel is
+protected too), its limit is the contract's `max_pixels`, and the client refuses first.
+Before, a 120 KB PNG declaring 6000x6000 grew the server by some 670 MB for good.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import json
+import time
+import zlib
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
+
+from client import preprocess as client_pre
+from client.api import ServingClient
+from client.errors import ClientError
+from common.contract import DEFAULT_MAX_PIXELS, Preprocessing
+from export import publish
+from serving.tensors import from_numpy, to_numpy
+from tests.support import ServerProcess
+
+MODELS = ("unet", "localizer")
+BUDGET_TEXT = (
+    f"serve_bytes takes at most {DEFAULT_MAX_PIXELS} pixels per request "
+    "(max_pixels of the model contract)"
+)
+HUGE_TEXT = f"image 0 is 6000x6000 = 36000000 pixels; {BUDGET_TEXT}"
+CONFIG = """model_config_list {{
+  config {{ name: "unet" base_path: "{root}/unet" model_platform: "tensorflow" }}
+  config {{ name: "localizer" base_path: "{root}/localizer" model_platform: "tensorflow" }}
+}}
+"""
+
+
+def png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 20, 200)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+HUGE = png(6000, 6000)
+
+
+def server_rss(server) -> int:
+    """VmRSS of the server process, in bytes."""
+    with open(f"/proc/{server.process.pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+@pytest.fixture(scope="module")
+def served(tiny_runs, tmp_path_factory):
+    """The tiny unet and localizer, exported with the budget in their graphs, and served."""
+    root = tmp_path_factory.mktemp("pixels")
+    for model in MODELS:
+        publish.export_run(model, tiny_runs[model], root / "models")
+    (root / "models.config").write_text(CONFIG.format(root=root / "models"))
+    server = ServerProcess(f"--model_config_file={root / 'models.config'}", log_path=root / "log")
+    with server:
+        yield server
+
+
+def predict_bytes(server, model: str, *images: bytes):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(server.channel)
+    req = predict_pb2.PredictRequest(
+        model_spec=model_pb2.ModelSpec(name=model, signature_name="serve_bytes")
+    )
+    req.inputs["image_bytes"].CopyFrom(from_numpy(np.array(images, dtype=object)))
+    return stub.Predict(req, timeout=60)
+
+
+def refusal(server, model: str, *images: bytes) -> tuple[grpc.StatusCode, str]:
+    """The code and the assertion's own line of a refused serve_bytes request."""
+    with pytest.raises(grpc.RpcError) as caught:
+        predict_bytes(server, model, *images)
+    details = caught.value.details()
+    return caught.value.code(), _assertion(details)
+
+
+def _assertion(details: str) -> str:
+    # TF adds the failing node after the message ("\n\t [[{{node ...}}]]"), as TF Serving does.
+    start = details.index("assertion failed: [") + len("assertion failed: [")
+    return details[start : details.index("]\n", start)]
+
+
+def still_serves(server, model: str = "unet") -> None:
+    outputs = predict_bytes(server, model, png(53, 37)).outputs
+    assert to_numpy(outputs["image_size"], "image_size").tolist() == [[37, 53]]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("model", MODELS)
+def test_a_huge_declared_png_is_refused_before_decoding(served, model):
+    # Prepare: a PNG of a few hundred KB that declares 36 million pixels.
+    assert len(HUGE) < 200_000
+    still_serves(served, model)
+    before = server_rss(served)
+    # Send.
+    start = time.perf_counter()
+    code, text = refusal(served, model, HUGE)
+    elapsed = time.perf_counter() - start
+    # Verify: INVALID_ARGUMENT naming the size and the budget, at once, with no decoding.
+    assert (code, text) == (grpc.StatusCode.INVALID_ARGUMENT, HUGE_TEXT)
+    assert elapsed < 5.0  # under 0.1 s on an idle machine
+    assert server_rss(served) - before < 16 * 2**20
+    still_serves(served, model)
+
+
+@pytest.mark.integration
+def test_rest_answers_400_with_the_same_text(served):
+    def post(*images: bytes):
+        body = {
+            "signature_name": "serve_bytes",
+            "instances": [{"b64": base64.b64encode(image).decode()} for image in images],
+        }
+        conn = http.client.HTTPConnection("127.0.0.1", served.rest_port, timeout=60)
+        conn.request("POST", "/v1/models/unet:predict", body=json.dumps(body))
+        response = conn.getresponse()
+        status, payload = response.status, json.loads(response.read())
+        conn.close()
+        return status, payload
+
+    status, body = post(HUGE)
+    assert status == 400 and _assertion(body["error"]) == HUGE_TEXT
+    status, body = post(png(3000, 3000), png(3000, 3000))
+    assert status == 400
+    assert _assertion(body["error"]) == f"the 2 images are 18000000 pixels together; {BUDGET_TEXT}"
+    status, body = post(png(53, 37))
+    assert status == 200 and body["predictions"][0]["image_size"] == [37, 53]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "data, text",
+    [
+        (png(40, 30)[:20], "image 0 is truncated before its size in the header"),
+        (b"GIF89a\x01", "image 0 is truncated before its size in the header"),
+        (
+            b"not an image at all",
+            "image 0 is not a JPEG, PNG, GIF or BMP image; serve_bytes "
+            "reads their size before decoding and takes no other format",
+        ),
+    ],
+    ids=["png", "gif", "unknown"],
+)
+def test_bad_headers_are_invalid_argument_not_a_crash(served, data, text):
+    assert refusal(served, "unet", data) == (grpc.StatusCode.INVALID_ARGUMENT, text)
+    still_serves(served)
+
+
+@pytest.mark.integration
+def test_the_client_refuses_first_naming_the_limit(served):
+    with ServingClient.grpc(f"127.0.0.1:{served.port}", fallback="never") as client:
+        with pytest.raises(ClientError) as caught:
+            client.segment(HUGE)
+        assert caught.value.code == "BAD_INPUT"
+        assert caught.value.message == (
+            "cannot read image '#0': image is 6000x6000 = 36000000 pixels; the client takes at "
+            f"most {DEFAULT_MAX_PIXELS} pixels (max_pixels of the model contract)"
+        )
+        assert client.segment(png(53, 37))[0].mask.shape == (37, 53)
+
+
+def test_the_client_reads_the_size_without_decoding():
+    with pytest.raises(client_pre.ImageTooLargeError, match="image is 6000x6000"):
+        client_pre.load_rgb(HUGE)
+    pre = Preprocessing(size=(8, 8), max_pixels=100)
+    with pytest.raises(client_pre.ImageTooLargeError, match="at most 100 pixels"):
+        client_pre.prepare_image(png(11, 10), pre)
+    assert client_pre.prepare_image(png(10, 10), pre).shape == (8, 8, 3)
+    # Pillow's own, far larger limit becomes the same error, not an uncaught exception.
+    bomb = bytearray(png(8, 8))
+    bomb[16:24] = (20_000).to_bytes(4, "big") * 2
+    bomb[29:33] = zlib.crc32(bytes(bomb[12:29])).to_bytes(4, "big")  # IHDR's checksum
+    with pytest.raises(client_pre.ImageTooLargeError, match="could be decompression bomb"):
+        client_pre.load_rgb(bytes(bomb))
