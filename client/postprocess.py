@@ -19,6 +19,29 @@ def resize_probabilities(probabilities: np.ndarray, height: int, width: int) -> 
     return np.clip(np.asarray(resized, np.float32), 0.0, 1.0)
 
 
+def mask_at_size(
+    probabilities: np.ndarray, height: int, width: int, level: float = 0.5
+) -> np.ndarray:
+    """The boolean mask at `[height, width]` of a low-resolution probability map.
+
+    The map is resized as 8-bit levels (Pillow's integer bilinear path, several times faster
+    than resizing floats at a photo's size) and thresholded there. Before quantising, the map
+    is moved by an affine step that puts `level` on the boundary between two levels (bilinear
+    resizing commutes with it), so the answer differs from thresholding `resize_probabilities`
+    only where a probability sits within about one level (under 2/255) of `level`; on the
+    benchmark photo the two masks have a Dice of 0.9997.
+    """
+    plane = np.asarray(probabilities, np.float32).reshape(probabilities.shape[:2])
+    if plane.shape == (height, width):
+        return plane >= level
+    scale = 0.5 / max(level, 1.0 - level)
+    shifted = 0.5 + (np.clip(plane, 0.0, 1.0) - level) * scale
+    # 0.5 maps to 127.5, which rounds (half to even) to 128: the mask is `levels >= 128`.
+    levels = np.rint(shifted * 255.0).astype(np.uint8)
+    resized = Image.fromarray(levels).resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(resized) >= np.uint8(128)
+
+
 def threshold(probabilities: np.ndarray, level: float = 0.5) -> np.ndarray:
     """The boolean mask where the probability is at least `level`."""
     return np.asarray(probabilities) >= level

@@ -1,0 +1,47 @@
+"""Post-processing of model answers: the full-size mask without float intermediates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from client.postprocess import mask_at_size, resize_probabilities, threshold
+
+
+def _smooth_map(seed: int, size: int = 128) -> np.ndarray:
+    """A probability map like a U-Net's: blobs with soft edges, values across [0, 1]."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    logits = np.full((size, size), -np.inf)
+    for cy, cx, r in rng.uniform([0.2, 0.2, 0.1], [0.8, 0.8, 0.3], size=(3, 3)):
+        logits = np.maximum(logits, 40.0 * (r - np.hypot(y - cy, x - cx)))
+    return (1.0 / (1.0 + np.exp(-logits)))[..., None].astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("size", [(1280, 1918), (300, 200), (129, 127)])
+def test_mask_at_size_matches_thresholding_resized_probabilities(seed, size):
+    probabilities = _smooth_map(seed)
+    fast = mask_at_size(probabilities, *size)
+    exact = threshold(resize_probabilities(probabilities, *size))
+    assert fast.shape == exact.shape == size and fast.dtype == bool
+    assert 0.05 < exact.mean() < 0.95
+    dice = 2.0 * (fast & exact).sum() / (fast.sum() + exact.sum())
+    assert dice >= 0.999
+
+
+def test_mask_at_the_models_own_size_is_exact():
+    probabilities = _smooth_map(3)
+    np.testing.assert_array_equal(
+        mask_at_size(probabilities, 128, 128), probabilities[..., 0] >= 0.5
+    )
+
+
+@pytest.mark.parametrize("level", [0.3, 0.5, 0.8])
+def test_mask_at_size_differs_only_next_to_the_threshold(level):
+    probabilities = _smooth_map(4)
+    resized = resize_probabilities(probabilities, 512, 512)
+    fast = mask_at_size(probabilities, 512, 512, level)
+    differ = fast != threshold(resized, level)
+    assert differ.sum() <= 0.002 * fast.sum()
+    assert np.all(np.abs(resized[differ] - level) < 2.0 / 255.0)
