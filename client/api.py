@@ -217,7 +217,10 @@ class ServingClient:
             model, signature, arrays, key=key, version=version, label=label, timeout=timeout
         )
         if signature != DEFAULT_SIGNATURE:
-            outputs = [entry.from_bytes(out) for out in outputs]
+            try:
+                outputs = [entry.from_bytes(out) for out in outputs]
+            except (KeyError, OSError, ValueError) as error:
+                raise ClientError("INTERNAL", f"bad answer from {signature}: {error}") from None
         source = f"model:{model}/{version_served}"
         return [
             entry.postprocess(contract, out, image.size, source)

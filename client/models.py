@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from client import agreement, postprocess
-from common.contract import BYTES_MODEL_SIZE_SIGNATURE, BYTES_SIGNATURE, Contract
+from common.contract import BYTES_MASK_PNG_SIGNATURE, BYTES_SIGNATURE, Contract
 
 
 class Segmentation:
@@ -148,8 +148,9 @@ class ImageModel:
     from_bytes: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-def _as_served(out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return dict(out)
+def _mask_from_png(out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """serve_bytes_mask_png answers 8-bit probability levels as a PNG; serving_default floats."""
+    return {"mask": postprocess.png_levels(out["mask_png_bytes"])[..., None] / np.float32(255.0)}
 
 
 def _normalised_box(out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -161,7 +162,7 @@ def _normalised_box(out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 # The image models the client serves, by contract kind.
 IMAGE_MODELS: dict[str, ImageModel] = {
-    "unet": ImageModel(segmentation, BYTES_MODEL_SIZE_SIGNATURE, _as_served),
+    "unet": ImageModel(segmentation, BYTES_MASK_PNG_SIGNATURE, _mask_from_png),
     "localizer": ImageModel(localization, BYTES_SIGNATURE, _normalised_box),
 }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 from PIL import Image
 
@@ -40,6 +42,16 @@ def mask_at_size(
     levels = np.rint(shifted * 255.0).astype(np.uint8)
     resized = Image.fromarray(levels).resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(resized) >= np.uint8(128)
+
+
+def png_levels(data: bytes) -> np.ndarray:
+    """The 8-bit grey levels `[H, W]` of a PNG a model answered with."""
+    if isinstance(data, np.ndarray):
+        data = data.item()
+    with Image.open(io.BytesIO(data)) as image:
+        if image.format != "PNG" or image.mode != "L":
+            raise ValueError(f"expected an 8-bit grey PNG, got {image.format} {image.mode}")
+        return np.asarray(image)
 
 
 def threshold(probabilities: np.ndarray, level: float = 0.5) -> np.ndarray:

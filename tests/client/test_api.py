@@ -113,7 +113,7 @@ def test_rest_sends_encoded_images_and_answers_like_grpc(server, car, tiny_runs)
     ):
         called = _signatures_called(rest_client)
         by_rest = rest_client.segment(inputs)
-        assert called == ["serve_bytes_model_size"]
+        assert called == ["serve_bytes_mask_png"]
         by_grpc = grpc_client.segment(inputs)
         for rest_result, grpc_result in zip(by_rest, by_grpc, strict=True):
             assert rest_result.mask.shape == grpc_result.mask.shape
@@ -134,12 +134,12 @@ def test_rest_sends_encoded_images_and_answers_like_grpc(server, car, tiny_runs)
 def test_a_version_without_the_bytes_signature_is_sent_tensors(client):
     """A version exported before a signature existed is offered only what it serves."""
     metadata = client.metadata("unet")
-    assert "serve_bytes_model_size" in metadata["signatures"]
+    assert "serve_bytes_mask_png" in metadata["signatures"]
     names = {s.name for s in contract_from_metadata("unet", metadata).signatures}
-    assert "serve_bytes_model_size" in names
-    del metadata["signatures"]["serve_bytes_model_size"]
+    assert "serve_bytes_mask_png" in names
+    del metadata["signatures"]["serve_bytes_mask_png"]
     names = {s.name for s in contract_from_metadata("unet", metadata).signatures}
-    assert "serve_bytes_model_size" not in names and "serving_default" in names
+    assert "serve_bytes_mask_png" not in names and "serving_default" in names
 
 
 def test_mask_at_full_size_is_the_thresholded_probabilities(client, car):
