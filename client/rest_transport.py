@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from client.errors import BAD_INPUT, ClientError
-from client.json_values import from_json, to_json
+from client.json_values import from_json, predict_body
 from client.tls import TLSFiles
 from client.transport import (
     REST_INFO_TTL_S,
@@ -119,8 +119,8 @@ class RestTransport(_Transport):
             self._local.conn = conn
         return conn
 
-    def _request(self, method: str, path: str, body: Any, timeout: float | None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
+    def _request(self, method: str, path: str, body: bytes | None, timeout: float | None) -> Any:
+        data = body
         headers = {"Content-Type": "application/json"} if data else {}
 
         def attempt(seconds: float) -> Any:
@@ -166,10 +166,9 @@ class RestTransport(_Transport):
 
     def _predict(self, model, inputs, signature, version, label, timeout):
         try:
-            columns = {alias: to_json(array) for alias, array in inputs.items()}
+            body = predict_body(signature, inputs)
         except (TypeError, ValueError) as error:
             raise ClientError(BAD_INPUT, str(error)) from None
-        body = {"signature_name": signature, "inputs": columns}
         answer = self._request("POST", _path(model, version, label) + ":predict", body, timeout)
         info = self._signature_info(model, version, label, signature, timeout)
         outputs, dtypes = answer["outputs"], info["outputs"] if info else {}
