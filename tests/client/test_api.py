@@ -82,10 +82,6 @@ def test_client_preprocessing_matches_the_in_graph_bytes_signature(server, car):
     np.testing.assert_allclose(ours, in_graph, atol=2e-3)
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * float((a & b).sum()) / max(1.0, float(a.sum() + b.sum()))
-
-
 def _signatures_called(client) -> list[str]:
     """Records the signature of every Predict the client's transport makes (calls go through)."""
     called, predict = [], client.transport.predict
@@ -117,7 +113,10 @@ def test_rest_sends_encoded_images_and_answers_like_grpc(server, car, tiny_runs)
         by_grpc = grpc_client.segment(inputs)
         for rest_result, grpc_result in zip(by_rest, by_grpc, strict=True):
             assert rest_result.mask.shape == grpc_result.mask.shape
-            assert _dice(rest_result.mask, grpc_result.mask) >= 0.99
+            # 8-bit levels and the in-graph decoder move probabilities by well under 0.01: a
+            # tiny model's, crowded around 0.5, may flip only there.
+            differ = rest_result.mask != grpc_result.mask
+            assert np.all(np.abs(grpc_result.probabilities[differ] - 0.5) < 0.01)
             np.testing.assert_allclose(
                 rest_result.probabilities, grpc_result.probabilities, atol=0.02
             )
@@ -148,7 +147,8 @@ def test_mask_at_full_size_is_the_thresholded_probabilities(client, car):
     result = client.segment(big)[0]
     differ = result.mask != (result.probabilities >= 0.5)
     assert result.mask.shape == result.probabilities.shape == big.shape[:2]
-    # A tiny model's probabilities crowd around 0.5; they may differ only right next to it.
+    # A tiny model's map crowds around 0.5 with edges everywhere, which is resized as 8-bit
+    # levels: the two may differ only within a level of the threshold.
     assert np.all(np.abs(result.probabilities[differ] - 0.5) < 2.0 / 255.0)
 
 

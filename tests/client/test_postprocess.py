@@ -19,15 +19,16 @@ def _smooth_map(seed: int, size: int = 128) -> np.ndarray:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("size", [(1280, 1918), (300, 200), (129, 127)])
-def test_mask_at_size_matches_thresholding_resized_probabilities(seed, size):
+@pytest.mark.parametrize("size", [(1280, 1918), (300, 200), (129, 127), (128, 2000), (60, 60)])
+@pytest.mark.parametrize("level", [0.3, 0.5, 0.8])
+def test_mask_at_size_is_thresholding_resized_probabilities(seed, size, level):
+    """Upscaled (only the edge interpolated) or shrunk (the float path), the same mask."""
     probabilities = _smooth_map(seed)
-    fast = mask_at_size(probabilities, *size)
-    exact = threshold(resize_probabilities(probabilities, *size))
+    fast = mask_at_size(probabilities, *size, level)
+    exact = threshold(resize_probabilities(probabilities, *size), level)
     assert fast.shape == exact.shape == size and fast.dtype == bool
     assert 0.05 < exact.mean() < 0.95
-    dice = 2.0 * (fast & exact).sum() / (fast.sum() + exact.sum())
-    assert dice >= 0.999
+    np.testing.assert_array_equal(fast, exact)
 
 
 def test_mask_at_the_models_own_size_is_exact():
@@ -38,10 +39,11 @@ def test_mask_at_the_models_own_size_is_exact():
 
 
 @pytest.mark.parametrize("level", [0.3, 0.5, 0.8])
-def test_mask_at_size_differs_only_next_to_the_threshold(level):
-    probabilities = _smooth_map(4)
-    resized = resize_probabilities(probabilities, 512, 512)
-    fast = mask_at_size(probabilities, 512, 512, level)
+def test_a_map_with_a_long_edge_differs_only_next_to_the_threshold(level):
+    """Noise has edges everywhere: resized as 8-bit levels, it may differ within a level."""
+    noise = np.random.default_rng(5).random((64, 64, 1), dtype=np.float32)
+    resized = resize_probabilities(noise, 300, 500)
+    fast = mask_at_size(noise, 300, 500, level)
     differ = fast != threshold(resized, level)
-    assert differ.sum() <= 0.002 * fast.sum()
+    assert differ.sum() <= 0.01 * fast.size
     assert np.all(np.abs(resized[differ] - level) < 2.0 / 255.0)
