@@ -88,10 +88,13 @@ judge-weights: $(STAMP)
 	$(PY) -m training.judge_weights client/judge
 
 ## Benchmarks (not part of `make test`): each prints ratios measured in one run, into out/bench/.
+## The last lines print the fast-path table: each ratio beside its goal.
 bench: served-models
 	$(PY) -m benchmarks.serving_bench
 	$(PY) -m benchmarks.client_bench
+	$(PY) -m benchmarks.segment_bench
 	$(PY) -m benchmarks.fallback_bench
+	$(PY) -m benchmarks.summary
 
 ## Soak (not part of make test): 8 clients x 60 s of mixed gRPC and REST calls on the slim
 ## models; prints calls, errors (goal 0), p50/p99 and the server's RSS growth (goal < 10%).

@@ -2,7 +2,8 @@
 
 Every figure is a ratio measured in one run, on one machine, with the same input:
 - gRPC Predict latency (p50, p99) over in-process signature calls, batch 1;
-- REST :predict latency over gRPC;
+- REST :predict latency (the same float image as `{"instances": ...}` JSON, on a kept-alive
+  connection) over gRPC (`tensor_content`), the three latencies taken in turn;
 - throughput of 8 concurrent batch-1 clients, without and with `--enable_batching`, over
   in-process calls at batch 8.
 
@@ -13,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import signal
@@ -23,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -40,17 +41,6 @@ def _free_port() -> int:
 def _percentiles(seconds: list[float]) -> dict[str, float]:
     ms = np.array(seconds) * 1e3
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
-
-
-def _latencies(call, n: int, warmup: int = 10) -> list[float]:
-    for _ in range(warmup):
-        call()
-    out = []
-    for _ in range(n):
-        start = time.perf_counter()
-        call()
-        out.append(time.perf_counter() - start)
-    return out
 
 
 def _interleaved(calls: dict, n: int, warmup: int = 10) -> dict[str, list[float]]:
@@ -168,21 +158,30 @@ def run(args) -> dict:
         try:
             server.wait(channel)
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            url = f"http://127.0.0.1:{server.rest_port}/v1/models/{args.name}:predict"
 
             def grpc_call(stub=stub):
                 stub.Predict(request, timeout=60)
 
-            def rest_call(url=url):
-                post = urllib.request.Request(url, data=body)
-                with urllib.request.urlopen(post, timeout=60) as answer:
-                    answer.read()
+            # One kept-alive connection, as any real REST client holds (a new TCP connection
+            # per call would time urllib and the handshake, not serving).
+            rest_connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=60)
+            path = f"/v1/models/{args.name}:predict"
+
+            def rest_call(conn=rest_connection, path=path):
+                conn.request("POST", path, body, {"Content-Type": "application/json"})
+                answer = conn.getresponse()
+                answer.read()
+                if answer.status != 200:
+                    raise RuntimeError(f"REST predict answered {answer.status}")
 
             if batching is None:
                 # Interleaved, so that drift on a shared machine hits every path alike.
-                calls = {"in_process": lambda: signature(**{alias: one_t}), "grpc": grpc_call}
+                calls = {
+                    "in_process": lambda: signature(**{alias: one_t}),
+                    "grpc": grpc_call,
+                    "rest": rest_call,
+                }
                 times = _interleaved(calls, args.n)
-                times["rest"] = _latencies(rest_call, max(20, args.n // 4))
                 for key, samples in times.items():
                     results[key] = _percentiles(samples)
             # The in-process reference is taken right before each served run (the server idle),
@@ -203,6 +202,7 @@ def run(args) -> dict:
             results[f"grpc_{label}_ips"] = statistics.median(served)
         finally:
             channel.close()
+            rest_connection.close()
             server.stop()
 
     ratios = {
@@ -240,11 +240,11 @@ def report(results: dict) -> str:
         "ratios (goal):",
         f"  gRPC / in-process p50         {ratios['grpc_over_in_process_p50']:.3f}  (<= 1.10)",
         f"  gRPC / in-process p99         {ratios['grpc_over_in_process_p99']:.3f}",
-        f"  REST / gRPC p50               {ratios['rest_over_grpc_p50']:.3f}",
+        f"  REST / gRPC p50               {ratios['rest_over_grpc_p50']:.3f}  (<= 1.3)",
         f"  REST / gRPC p99               {ratios['rest_over_grpc_p99']:.3f}",
         f"  unbatched / in-process batch  {ratios['unbatched_over_in_process_batched']:.3f}",
         f"  batched / in-process batch    {ratios['batched_over_in_process_batched']:.3f}"
-        "  (>= 0.85)",
+        "  (>= 0.95)",
     ]
     return "\n".join(lines)
 

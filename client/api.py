@@ -16,7 +16,6 @@ mirrors calls answered by `stable` to the canary in the background (see `client.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ import numpy as np
 
 from client import fallbacks
 from client.errors import ClientError
+from client.images import InputImage
 from client.models import (
     IMAGE_MODELS,
     Generation,
@@ -34,11 +34,12 @@ from client.models import (
     Segmentation,
     generation,
 )
-from client.preprocess import ImageLike, load_rgb, prepare_image
+from client.preprocess import ImageLike
 from client.routing import Router, route
 from client.served import contract_from_metadata
 from client.shadow import ShadowRecorder
 from client.tls import TLSFiles
+from common.contract import DEFAULT_SIGNATURE
 
 FALLBACK_POLICIES = ("auto", "never", "only")
 # The failures that mean "the model can't answer" rather than "the request is wrong".
@@ -190,24 +191,40 @@ class ServingClient:
         return outputs, served
 
     def _image_model(self, kind, loaded, model, version, label, timeout) -> list:
-        """`serving_default` of an image model on loaded images, post-processed per image."""
-        post = IMAGE_MODELS.get(kind)
-        if post is None:
+        """An image model on the call's images, post-processed per image.
+
+        Over gRPC the client pre-processes (`serving_default`); over REST, where a float image
+        costs tens of thousands of JSON numbers, it sends the encoded images as they are to the
+        model's bytes signature when the served version has one.
+        """
+        entry = IMAGE_MODELS.get(kind)
+        if entry is None:
             raise ValueError(f"no image model {kind!r}; valid: {', '.join(IMAGE_MODELS)}")
         contract = self._contract(kind, model, version, label, timeout)
-        arrays = [prepare_image(image, contract.preprocessing) for image in loaded]
-        outputs, served = self._predict_batches(
-            model,
-            "serving_default",
-            arrays,
-            key="image",
-            version=version,
-            label=label,
-            timeout=timeout,
+        encoded = [image.encoded() for image in loaded]
+        served = {sig.name for sig in contract.signatures}
+        if (
+            self.transport.sends_encoded_images
+            and entry.bytes_signature in served
+            and all(data is not None for data in encoded)
+        ):
+            arrays = [np.array(data, dtype=object) for data in encoded]
+            signature, key = entry.bytes_signature, "image_bytes"
+        else:
+            arrays = [image.model_input(contract.preprocessing) for image in loaded]
+            signature, key = DEFAULT_SIGNATURE, "image"
+        outputs, version_served = self._predict_batches(
+            model, signature, arrays, key=key, version=version, label=label, timeout=timeout
         )
-        source = f"model:{model}/{served}"
+        if signature != DEFAULT_SIGNATURE:
+            try:
+                outputs = [entry.from_bytes(out) for out in outputs]
+            except (KeyError, OSError, ValueError) as error:
+                raise ClientError("INTERNAL", f"bad answer from {signature}: {error}") from None
+        source = f"model:{model}/{version_served}"
         return [
-            post(contract, out, image, source) for image, out in zip(loaded, outputs, strict=True)
+            entry.postprocess(contract, out, image.size, source)
+            for image, out in zip(loaded, outputs, strict=True)
         ]
 
     def _model_or_fallback(self, from_model, classical):
@@ -226,15 +243,9 @@ class ServingClient:
         return route(self.router, self.shadow, kind, model, (version, label), key, ask)
 
     @staticmethod
-    def _load(images) -> list[np.ndarray]:
-        loaded = []
-        for i, image in enumerate(_as_list(images)):
-            try:
-                loaded.append(load_rgb(image))
-            except (OSError, ValueError) as error:
-                name = image if isinstance(image, (str, bytes)) and len(image) < 200 else f"#{i}"
-                raise ClientError("BAD_INPUT", f"cannot read image {name!r}: {error}") from None
-        return loaded
+    def _load(images) -> list[InputImage]:
+        """Opens every image first, so a bad one fails the call before anything is sent."""
+        return [InputImage(image, i) for i, image in enumerate(_as_list(images))]
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -288,14 +299,11 @@ class ServingClient:
     def _segment_model(self, loaded, model, version, label, timeout) -> list[Segmentation]:
         results = self._image_model("unet", loaded, model, version, label, timeout)
         if self.cleanup:
-            results = [
-                dataclasses.replace(result, mask=_classical().clean_mask(result.mask))
-                for result in results
-            ]
+            results = [result.with_mask(_classical().clean_mask(result.mask)) for result in results]
         return results
 
-    def _segment_classical(self, image: np.ndarray) -> Segmentation:
-        instances = None
+    def _segment_classical(self, loaded: InputImage) -> Segmentation:
+        image, instances = loaded.pixels(), None
         if self.method == "watershed":
             instances, _ = _classical().watershed_instances(image)
             mask = instances > 0
@@ -324,8 +332,8 @@ class ServingClient:
             lambda: [self._localize_classical(image) for image in loaded],
         )
 
-    def _localize_classical(self, image: np.ndarray) -> Localization:
-        classical = _classical()
+    def _localize_classical(self, loaded: InputImage) -> Localization:
+        image, classical = loaded.pixels(), _classical()
         box = classical.largest_component_box(classical.segment(image, self.method))
         if box is None:
             box = (0, 0, image.shape[1] - 1, image.shape[0] - 1)

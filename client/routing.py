@@ -14,13 +14,13 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import random
 from collections.abc import Callable
 from typing import Any
 
 from client.errors import ClientError
+from client.models import with_source
 
 STABLE, CANARY = "stable", "canary"
 # How TF Serving answers a label that points nowhere: INVALID_ARGUMENT with this text when the
@@ -128,6 +128,6 @@ def route(
         shadow.submit(kind, model, answer, lambda: ask(CANARY))
 
     def tag(result):
-        return dataclasses.replace(result, source=routed_source(result.source, chosen, fell_back))
+        return with_source(result, routed_source(result.source, chosen, fell_back))
 
     return [tag(r) for r in answer] if isinstance(answer, list) else tag(answer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,7 +46,11 @@ def contract_from_metadata(model_kind: str, metadata: Mapping[str, Any]) -> Cont
     entry = model_contract(model_kind)
     contract = entry.served(lambda signature, side, alias: _shape(metadata, signature, side, alias))
     check(contract, metadata)
-    return contract
+    # Only what this version serves: a signature newer than the version is not offered.
+    served = metadata.get("signatures", {})
+    return dataclasses.replace(
+        contract, signatures=tuple(s for s in contract.signatures if s.name in served)
+    )
 
 
 def check(contract: Contract, metadata: Mapping[str, Any]) -> None:

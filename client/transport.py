@@ -45,6 +45,10 @@ _sleep = time.sleep
 class _Transport:
     """The interface both transports share, with the deadline and retry rules."""
 
+    # Whether image models are better called with encoded images (REST, where a float image is
+    # tens of thousands of JSON numbers) than with pre-processed tensors (gRPC).
+    sends_encoded_images = False
+
     def __init__(self, timeout: float, retries: int, backoff: float):
         self.timeout = timeout
         self.retries = retries

@@ -20,9 +20,10 @@ from typing import Any
 DEFAULT_SIGNATURE = "serving_default"
 # Signature that takes encoded JPEG/PNG bytes and answers at the original image size.
 BYTES_SIGNATURE = "serve_bytes"
-# The same bytes in, the answer at the model's own resolution (small enough for REST's JSON);
-# the caller restores it to each image's size (`image_size`) as it does after serving_default.
-BYTES_MODEL_SIZE_SIGNATURE = "serve_bytes_model_size"
+# The unet's same bytes in, and its mask probabilities out at the model's own resolution as an
+# 8-bit PNG (round(p * 255)): a few kilobytes in REST's JSON where floats take a megabyte. The
+# caller restores each mask to its image's size (`image_size`) as it does after serving_default.
+BYTES_MASK_PNG_SIGNATURE = "serve_bytes_mask_png"
 # Generator signature that takes integer seeds and draws the latent vectors statelessly.
 SEEDS_SIGNATURE = "serve_seeds"
 
@@ -184,11 +185,12 @@ def unet_contract(image_size: int = 128) -> Contract:
                 ),
             ),
             SignatureSpec(
-                BYTES_MODEL_SIZE_SIGNATURE,
+                BYTES_MASK_PNG_SIGNATURE,
                 inputs=(TensorSpec("image_bytes", "string", (None,)),),
-                # Mask probabilities at the model's resolution, and each image's own size.
+                # Each mask's probabilities at the model's resolution as an 8-bit PNG (the
+                # `_bytes` suffix makes REST write it as base64), and each image's own size.
                 outputs=(
-                    TensorSpec("mask", "float32", (None, n, n, 1)),
+                    TensorSpec("mask_png_bytes", "string", (None,)),
                     TensorSpec("image_size", "int32", (None, 2)),
                 ),
             ),

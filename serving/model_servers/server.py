@@ -7,7 +7,6 @@ Example:
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 import threading
@@ -177,9 +176,11 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
     started.set()
 
     # The loaded models and TensorFlow make a huge, long-lived object graph; freezing it keeps
-    # the garbage collector's full passes (tens of ms) out of request latency.
-    gc.collect()
-    gc.freeze()
+    # the garbage collector's full passes (tens of ms) out of request latency. The heap trimmer
+    # freezes again after later loads and unloads (see serving.servables.memory).
+    memory.freeze_long_lived()
+    trimmer = memory.HeapTrimmer()
+    manager.subscribe(trimmer.refreeze)
     health_state = None
     if options.enable_grpc_healthcheck_service:
         health_state = ModelHealth(manager)
@@ -212,7 +213,6 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
 
     grpc_server.start()
     # Freed memory goes back to the OS after large requests (see serving.servables.memory).
-    trimmer = memory.HeapTrimmer()
     trimmer.start()
     if health_state is not None:
         health_state.start()

@@ -12,6 +12,7 @@ from PIL import Image
 
 from client.api import ServingClient
 from client.errors import ClientError
+from client.served import contract_from_metadata
 from export import publish
 from export.check import png_bytes, sample_image
 from tests.support import ROOT, ServerProcess, free_port
@@ -79,6 +80,76 @@ def test_client_preprocessing_matches_the_in_graph_bytes_signature(server, car):
     in_graph = answer["mask"][0, ..., 0]
     assert in_graph.shape == ours.shape
     np.testing.assert_allclose(ours, in_graph, atol=2e-3)
+
+
+def _signatures_called(client) -> list[str]:
+    """Records the signature of every Predict the client's transport makes (calls go through)."""
+    called, predict = [], client.transport.predict
+
+    def recording(model, inputs, **kwargs):
+        called.append(kwargs.get("signature", "serving_default"))
+        return predict(model, inputs, **kwargs)
+
+    client.transport.predict = recording
+    return called
+
+
+def test_rest_sends_encoded_images_and_answers_like_grpc(server, car, tiny_runs):
+    """Over REST an encoded photo goes to the bytes signature as it is, and the answer is
+    the gRPC path's (which pre-processes in the client); arrays are pre-processed on both."""
+    big = np.array(Image.fromarray(car).resize((car.shape[1] * 5, car.shape[0] * 4)))
+    jpeg = io.BytesIO()
+    Image.fromarray(big).save(jpeg, "JPEG", quality=95)
+    _, config, _ = load_run(tiny_runs["localizer"])
+    shapes = sample_image("localizer", config)
+    inputs = [jpeg.getvalue(), png_bytes(car)]
+    with (
+        ServingClient.grpc(f"127.0.0.1:{server.port}") as grpc_client,
+        ServingClient.rest(f"http://127.0.0.1:{server.rest_port}") as rest_client,
+    ):
+        called = _signatures_called(rest_client)
+        by_rest = rest_client.segment(inputs)
+        assert called == ["serve_bytes_mask_png"]
+        by_grpc = grpc_client.segment(inputs)
+        for rest_result, grpc_result in zip(by_rest, by_grpc, strict=True):
+            assert rest_result.mask.shape == grpc_result.mask.shape
+            # 8-bit levels and the in-graph decoder move probabilities by well under 0.01: a
+            # tiny model's, crowded around 0.5, may flip only there.
+            differ = rest_result.mask != grpc_result.mask
+            assert np.all(np.abs(grpc_result.probabilities[differ] - 0.5) < 0.01)
+            np.testing.assert_allclose(
+                rest_result.probabilities, grpc_result.probabilities, atol=0.02
+            )
+        located = rest_client.localize(png_bytes(shapes))[0]
+        assert called[-1] == "serve_bytes"
+        expected = grpc_client.localize(png_bytes(shapes))[0]
+        assert located.class_name == expected.class_name
+        np.testing.assert_allclose(located.box, expected.box, atol=1.0)
+        # A decoded array has no bytes to send: REST pre-processes it like gRPC.
+        rest_client.segment(car)
+        assert called[-1] == "serving_default"
+
+
+def test_a_version_without_the_bytes_signature_is_sent_tensors(client):
+    """A version exported before a signature existed is offered only what it serves."""
+    metadata = client.metadata("unet")
+    assert "serve_bytes_mask_png" in metadata["signatures"]
+    names = {s.name for s in contract_from_metadata("unet", metadata).signatures}
+    assert "serve_bytes_mask_png" in names
+    del metadata["signatures"]["serve_bytes_mask_png"]
+    names = {s.name for s in contract_from_metadata("unet", metadata).signatures}
+    assert "serve_bytes_mask_png" not in names and "serving_default" in names
+
+
+def test_mask_at_full_size_is_the_thresholded_probabilities(client, car):
+    """The mask is made without float probabilities at full size; they agree where asked."""
+    big = np.array(Image.fromarray(car).resize((car.shape[1] * 6, car.shape[0] * 5)))
+    result = client.segment(big)[0]
+    differ = result.mask != (result.probabilities >= 0.5)
+    assert result.mask.shape == result.probabilities.shape == big.shape[:2]
+    # A tiny model's map crowds around 0.5 with edges everywhere, which is resized as 8-bit
+    # levels: the two may differ only within a level of the threshold.
+    assert np.all(np.abs(result.probabilities[differ] - 0.5) < 2.0 / 255.0)
 
 
 def test_predict_images_serves_any_registered_image_model(client, car):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from google.protobuf import json_format
@@ -15,7 +17,7 @@ from tensorflow_serving.apis import model_pb2 as tfs_model_pb2
 from tensorflow_serving.apis import predict_pb2 as tfs_predict_pb2
 from tensorflow_serving.apis import status_pb2 as tfs_util_status_pb2
 
-from client.json_values import from_json, to_json
+from client.json_values import from_json, predict_body, to_json
 from common import codec
 from common.quiet import import_tensorflow
 from common.wire import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
@@ -337,3 +339,34 @@ def test_json_values():
     assert to_json(np.float32(0.1)) == float(np.float32(0.1))
     with pytest.raises(TypeError):
         to_json(np.array([1j]))
+
+
+def test_predict_body_reads_back_exactly():
+    """orjson's shortest float32 digits read back (as TF Serving does, via double) bit for bit."""
+    rng = np.random.default_rng(7)
+    bits = rng.integers(0, 2**32, size=200_000, dtype=np.uint64).astype(np.uint32)
+    finite = bits.view(np.float32)[np.isfinite(bits.view(np.float32))]
+    floats = finite[: finite.size // 2 * 2].reshape(-1, 2)
+    inputs = {
+        "x": floats.T,  # not contiguous
+        "flag": np.array([True, False]),
+        "n": np.array([[-(2**63), 2**63 - 1]], np.int64),
+        "u": np.array(2**64 - 1, np.uint64),  # a scalar stays a scalar
+        "text": np.array([b"\xff"], object),
+    }
+    body = json.loads(predict_body("sig", inputs))
+    assert body["signature_name"] == "sig"
+    columns = body["inputs"]
+    back = np.array(columns["x"], np.float64).astype(np.float32)
+    np.testing.assert_array_equal(back.view(np.uint32), floats.T.view(np.uint32))
+    assert columns["flag"] == [True, False] and columns["n"] == [[-(2**63), 2**63 - 1]]
+    assert columns["u"] == 2**64 - 1 and columns["text"] == [{"b64": "/w=="}]
+
+
+def test_predict_body_writes_nan_and_infinity_as_tf_serving_reads_them():
+    body = predict_body("sig", {"x": np.array([np.nan, np.inf, -np.inf, 0.5], np.float32)})
+    assert b"NaN" in body and b"Infinity" in body and b"null" not in body
+    values = json.loads(body)["inputs"]["x"]
+    assert np.isnan(values[0]) and values[1:] == [np.inf, -np.inf, 0.5]
+    with pytest.raises(TypeError):
+        predict_body("sig", {"x": np.array([1j])})

@@ -85,3 +85,33 @@ def test_the_trimmer_gives_a_fragmented_heap_back():
     # Nothing has grown since: the next round does nothing.
     assert not trimmer.trim_if_grown()
     assert len(kept) == 1563
+
+
+class _Cycle:
+    def __init__(self):
+        self.me = self
+
+
+def test_refreezing_collects_what_was_frozen_and_released():
+    """An unloaded version's reference cycles, frozen while it served, are not kept for good."""
+    import gc
+    import weakref
+
+    cycle = _Cycle()
+    alive = weakref.ref(cycle)
+    try:
+        gc.freeze()
+        del cycle
+        gc.collect()
+        assert alive() is not None  # frozen: out of the collector's reach
+        trimmer = memory.HeapTrimmer(interval_seconds=0.05)
+        trimmer.start()
+        try:
+            trimmer.refreeze("unet", 2, 0)
+            wait_for(lambda: alive() is None, timeout=5, message="the cycle collected")
+            # ... and the survivors frozen again.
+            wait_for(lambda: gc.get_freeze_count() > 0, timeout=5, message="the heap frozen")
+        finally:
+            trimmer.stop()
+    finally:
+        gc.unfreeze()

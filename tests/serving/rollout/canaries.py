@@ -78,9 +78,17 @@ class _Slow(tf.Module):
         def slow(*args):
             zero = self.spin()
             outputs = inner(**dict(zip(names, args, strict=True)))
-            return {key: value + tf.cast(zero, value.dtype) for key, value in outputs.items()}
+            return {key: _after(value, zero) for key, value in outputs.items()}
 
         return slow
+
+
+def _after(value: tf.Tensor, zero: tf.Tensor) -> tf.Tensor:
+    """`value`, made to wait for the spin: adding its zero, or (strings) a control edge."""
+    if value.dtype == tf.string:
+        with tf.control_dependencies([zero]):
+            return tf.identity(value)
+    return value + tf.cast(zero, value.dtype)
 
 
 def write_slow_twin(base: Path, source: int, version: int, rounds: int) -> Path:
