@@ -8,6 +8,8 @@ TOOLS_VENV := .venv-tools
 TOOLS_PY := $(TOOLS_VENV)/bin/python
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 MODELS := models
+# The trained slim models that ship in the repository (see training/shipped.py).
+SHIPPED := shipped-runs
 DEMO_MODELS := unet localizer generator
 # The docker compose command line, plus where the container's /models lives on this machine.
 SERVE_FLAGS := --port=8500 --rest_api_port=8501 --model_config_file=serving/models.config \
@@ -16,8 +18,8 @@ SERVE_FLAGS := --port=8500 --rest_api_port=8501 --model_config_file=serving/mode
 	--enable_batching --batching_parameters_file=serving/batching.config \
 	--base_path_map=/models=$(MODELS)
 
-.PHONY: venv tools test test-all models serve demo demo-inputs golden-sets judge-weights bench soak \
-	lint clean
+.PHONY: venv tools test test-all served-models models serve demo demo-inputs golden-sets \
+	judge-weights bench soak lint clean
 
 venv: $(STAMP)
 
@@ -50,25 +52,27 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
-## Train (where models/ has none) and export the slim demo models (about 12 min on 2 cores).
-models: $(STAMP)
+## Export the shipped slim models (shipped-runs/) into models/ where it has none: no training.
+served-models: $(STAMP)
 	@for model in $(DEMO_MODELS); do \
 	  if ls -d $(MODELS)/$$model/[0-9]* >/dev/null 2>&1; then continue; fi; \
-	  run=runs/demo/$$model; \
-	  if [ ! -f $$run/model.weights.h5 ]; then \
-	    rm -rf $$run; \
-	    echo "make: no $$model in $(MODELS)/, training the slim demo model into $$run"; \
-	    $(PY) -m training $$model --preset slim --out $$run || exit 1; \
-	  fi; \
-	  $(PY) -m export $$model --run $$run --base-path $(MODELS) || exit 1; \
+	  $(PY) -m export $$model --run $(SHIPPED)/$$model --base-path $(MODELS) || exit 1; \
+	done
+
+## Retrain the three slim models from scratch (about 25 min on 2 cores), rewrite shipped-runs/
+## and its manifests, and export them into models/ as new versions.
+models: $(STAMP)
+	$(PY) -m training.shipped retrain
+	@for model in $(DEMO_MODELS); do \
+	  $(PY) -m export $$model --run $(SHIPPED)/$$model --base-path $(MODELS) || exit 1; \
 	done
 
 ## Serve the three models in the foreground on 127.0.0.1:8500 (gRPC) and :8501 (REST).
-serve: models
+serve: served-models
 	$(PY) -m serving $(SERVE_FLAGS)
 
 ## Client demo against `make serve` (run that in another terminal); writes out/demo/.
-demo: models
+demo: served-models
 	$(PY) -m client.demo
 
 ## Regenerate the client demo's shipped input pictures (client/demo_inputs/).
@@ -85,7 +89,7 @@ judge-weights: $(STAMP)
 
 ## Benchmarks (not part of `make test`): each prints ratios measured in one run, into out/bench/.
 ## The last lines print the fast-path table: each ratio beside its goal.
-bench: models
+bench: served-models
 	$(PY) -m benchmarks.serving_bench
 	$(PY) -m benchmarks.client_bench
 	$(PY) -m benchmarks.segment_bench
@@ -94,7 +98,7 @@ bench: models
 
 ## Soak (not part of make test): 8 clients x 60 s of mixed gRPC and REST calls on the slim
 ## models; prints calls, errors (goal 0), p50/p99 and the server's RSS growth (goal < 10%).
-soak: models
+soak: served-models
 	$(PY) -m benchmarks.soak --clients 8 --seconds 60
 
 clean:

@@ -68,7 +68,9 @@ def run(args) -> dict:
     tf = import_tensorflow()
     versions = sorted(int(p.name) for p in args.model_dir.iterdir() if p.name.isdigit())
     if not versions:
-        raise SystemExit(f"no numeric version folder under {args.model_dir}; run `make models`")
+        raise SystemExit(
+            f"no numeric version folder under {args.model_dir}; run `make served-models`"
+        )
     signature = tf.saved_model.load(str(args.model_dir / str(versions[-1]))).signatures[
         "serving_default"
     ]

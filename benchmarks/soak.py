@@ -8,7 +8,7 @@ latency p50/p99 per kind, and the server's resident memory after a warm-up and a
 (goal: growth under 10%). Not part of `make test`.
 
 Example:
-    make models && python -m benchmarks.soak --clients 8 --seconds 60
+    make served-models && python -m benchmarks.soak --clients 8 --seconds 60
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from keras import layers, ops
 
 from common.contract import DEFAULT_CLASS_NAMES, Contract, localizer_contract
 from training import boxes as box_ops
+from training import schedules
 from training.config import check_choice
 from training.errors import ConfigError
 
@@ -42,6 +43,9 @@ class LocalizerConfig:
         image_size: square input side in pixels; divisible by 2 ** len(filters).
         class_names: the classes, in class-id order.
         alpha, beta: weights of the cross-entropy and of the summed squared box error.
+        iou_weight: weight of an extra `1 - IoU` box term (0: the source's loss alone). IoU is
+            relative to the box's size, so it weighs small objects' errors as mean IoU does,
+            where the squared error of normalised coordinates barely sees them.
         filters: filters of each trunk block (`convs_per_block` 3x3 convs, a 2x2 max-pool).
         convs_per_block: 3x3 convolutions in each trunk block.
         batch_norm: batch normalisation after each trunk convolution.
@@ -51,6 +55,7 @@ class LocalizerConfig:
             (a spatial softmax per box edge over the column and row profiles of one block).
         edge_block: 1-based trunk block whose features the `edges` head reads.
         edge_units: channels of the `edges` head's 1-D convolutions.
+        lr_schedule: `constant`, or `cosine` (decay to 0 over the run, step by step).
         ema_momentum: when > 0, training ends with an exponential moving average of the weights
             (Adam's `use_ema`), which smooths out the last epochs' swings in accuracy.
         augment_hflip, augment_vflip: random mirror images (the box mirrors with them).
@@ -61,6 +66,7 @@ class LocalizerConfig:
     class_names: tuple[str, ...] = DEFAULT_CLASS_NAMES
     alpha: float = 1.0
     beta: float = 5.0
+    iou_weight: float = 0.0
     filters: tuple[int, ...] = (16, 32, 64, 128)
     convs_per_block: int = 2
     batch_norm: bool = True
@@ -70,6 +76,7 @@ class LocalizerConfig:
     edge_block: int = 2
     edge_units: int = 32
     learning_rate: float = 2e-3
+    lr_schedule: str = "constant"
     ema_momentum: float = 0.98
     batch_size: int = 32
     epochs: int = 6
@@ -91,6 +98,7 @@ class LocalizerConfig:
             )
         if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
             raise ConfigError(f"class_names={self.class_names} needs two or more distinct names")
+        check_choice("lr_schedule", self.lr_schedule, schedules.SCHEDULES)
         check_choice("pooling", self.pooling, POOLINGS)
         check_choice("box_head", self.box_head, BOX_HEADS)
         if not 1 <= self.edge_block <= len(self.filters):
@@ -117,6 +125,8 @@ class LocalizerConfig:
         for name in ("learning_rate", "alpha", "beta"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be positive")
+        if self.iou_weight < 0:
+            raise ConfigError(f"iou_weight={self.iou_weight} must be 0 or more")
 
 
 PRESETS: dict[str, LocalizerConfig] = {
@@ -136,8 +146,10 @@ PRESETS: dict[str, LocalizerConfig] = {
         augment_hflip=False,
         augment_vflip=False,
     ),
-    # Spatial-softmax edge head sized for a 2-core CPU.
-    "slim": LocalizerConfig(),
+    # Spatial-softmax edge head sized for a 2-core CPU. The 1 - IoU term took mean box IoU from
+    # 0.935 to 0.979 (15 epochs, cosine decay; the squared error alone plateaus where small
+    # boxes are still a pixel off), and 15 cosine epochs took it from 0.919 to 0.935.
+    "slim": LocalizerConfig(epochs=15, lr_schedule="cosine", iou_weight=1.0),
     # Seconds-long runs for tests.
     "tiny": LocalizerConfig(
         image_size=32,
@@ -269,8 +281,43 @@ def box_sse(y_true, y_pred):
     return ops.sum(ops.square(y_pred - ops.cast(y_true, y_pred.dtype)), axis=-1)
 
 
+def callbacks(config) -> list:
+    """The learning-rate schedule's `fit` callbacks."""
+    return schedules.callbacks(config.lr_schedule, config.learning_rate, config.epochs)
+
+
+def box_iou_loss(y_true, y_pred):
+    """`1 - IoU` per image for BOX_FORMAT boxes `[N, 4]` (centre x, y, then h, w)."""
+    y_true = ops.cast(y_true, y_pred.dtype)
+
+    def corners(box):
+        x, y, h, w = box[:, 0], box[:, 1], box[:, 2], box[:, 3]
+        return x - w / 2, y - h / 2, x + w / 2, y + h / 2
+
+    tx0, ty0, tx1, ty1 = corners(y_true)
+    px0, py0, px1, py1 = corners(y_pred)
+    inter_w = ops.maximum(ops.minimum(tx1, px1) - ops.maximum(tx0, px0), 0.0)
+    inter_h = ops.maximum(ops.minimum(ty1, py1) - ops.maximum(ty0, py0), 0.0)
+    inter = inter_w * inter_h
+    union = (tx1 - tx0) * (ty1 - ty0) + (px1 - px0) * (py1 - py0) - inter
+    return 1.0 - inter / ops.maximum(union, 1e-9)
+
+
+def _box_loss(config: LocalizerConfig):
+    """The box output's loss; Keras multiplies it by `beta`, so the IoU term is divided by it."""
+    if not config.iou_weight:
+        return box_sse
+    share = config.iou_weight / config.beta
+
+    def box_sse_and_iou(y_true, y_pred):
+        return box_sse(y_true, y_pred) + share * box_iou_loss(y_true, y_pred)
+
+    return box_sse_and_iou
+
+
 def build_trainable(config: LocalizerConfig) -> keras.Model:
-    """The network compiled with Adam and `alpha * CE + beta * sum (s - t)^2` per image.
+    """The network compiled with Adam and `alpha * CE + beta * sum (s - t)^2` per image (plus
+    `iou_weight * (1 - IoU)`).
 
     Keras averages each output's per-image loss over the batch and adds them with the weights,
     which equals the batch mean of the weighted per-image sum. Targets are class ids (sparse).
@@ -282,7 +329,10 @@ def build_trainable(config: LocalizerConfig) -> keras.Model:
         optimizer=keras.optimizers.Adam(
             config.learning_rate, use_ema=ema, ema_momentum=config.ema_momentum if ema else 0.99
         ),
-        loss={"class_probs": keras.losses.SparseCategoricalCrossentropy(), "box": box_sse},
+        loss={
+            "class_probs": keras.losses.SparseCategoricalCrossentropy(),
+            "box": _box_loss(config),
+        },
         loss_weights={"class_probs": config.alpha, "box": config.beta},
         metrics={"class_probs": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
     )

@@ -31,6 +31,7 @@ class Task:
         extra_summaries: config -> other trained models to show with `--summary` (the GAN's
             discriminator).
         train_flops: trainable model -> estimated FLOPs of one training step per example.
+        callbacks: config -> extra `fit` callbacks (the learning-rate schedule).
     """
 
     name: str
@@ -46,6 +47,7 @@ class Task:
     picture: str
     extra_summaries: Callable
     train_flops: Callable
+    callbacks: Callable = lambda config: []
 
 
 def _same(model):
@@ -86,6 +88,7 @@ def _unet() -> Task:
         "predictions.png",
         _no_extra,
         _supervised_flops,
+        unet.callbacks,
     )
 
 
@@ -107,6 +110,7 @@ def _localizer() -> Task:
         "predictions.png",
         _no_extra,
         _supervised_flops,
+        localizer.callbacks,
     )
 
 

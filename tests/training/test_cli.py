@@ -39,6 +39,7 @@ def test_tiny_run_writes_a_complete_run_folder(tiny_runs, model):
     assert PLAIN_METRICS[model] <= set(metrics)
     assert all(np.isfinite(v) for v in metrics.values() if isinstance(v, float))
     assert metrics["train_images_per_second"] > 0 and metrics["train_gflops_per_second"] > 0
+    assert metrics["train_cpu_seconds"] > 0
     picture = "samples.png" if model == "generator" else "predictions.png"
     for name in ("curves.png", picture, "model.weights.h5", "history.json"):
         assert (out / name).stat().st_size > 0, name

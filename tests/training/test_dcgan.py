@@ -244,3 +244,45 @@ def test_real_digits_score_far_better_than_an_untrained_generator():
     assert cfid_real < 0.1 * cfid_untrained
     assert gan_eval.classifier_score(real_probs) > 2 * gan_eval.classifier_score(fake_probs)
     assert gan_eval.recognizability(real_probs) > gan_eval.recognizability(fake_probs) + 0.3
+
+
+def test_latent_classes_are_balanced_and_fixed_by_z():
+    z = np.random.default_rng(0).standard_normal((20_000, 8)).astype(np.float32)
+    classes = np.asarray(dcgan.latent_classes(z))
+    shares = np.bincount(classes, minlength=10) / len(classes)
+    assert np.all(np.abs(shares - 0.1) < 0.01)
+    # Only the first coordinate decides, through equal bands of the normal CDF.
+    moved = z.copy()
+    moved[:, 1:] = 0.0
+    np.testing.assert_array_equal(np.asarray(dcgan.latent_classes(moved)), classes)
+    edges = np.array([[-5.0], [-1.28], [0.001], [5.0]], np.float32)  # CDF 0, 0.1003, 0.5004, 1
+    assert np.asarray(dcgan.latent_classes(edges)).tolist() == [0, 1, 5, 9]
+
+
+@pytest.mark.parametrize("head", dcgan.CLASS_HEADS)
+def test_class_learning_weight_average_and_what_is_served(tmp_path, head):
+    config = replace(TINY, class_from_latent=True, class_head=head, ema_momentum=0.5)
+    data = digits.load_data(config, None, seed=0)
+    keras.utils.set_random_seed(0)
+    model = dcgan.build_trainable(config)
+    history = model.fit(data.train, epochs=1, steps_per_epoch=2, shuffle=False, verbose=0)
+    assert all(math.isfinite(values[-1]) for values in history.history.values())
+    if head == "auxiliary":
+        assert {"real_class_acc", "fake_class_acc"} <= set(history.history)
+        assert model.discriminator.output_names == ["real_logit", "class_logits"]
+    else:
+        assert [t.name for t in model.discriminator.inputs] == ["images", "labels"]
+    served = dcgan.servable(model)
+    # The weight average is served, with batch-norm statistics measured on its own samples.
+    assert served is not model.generator and served.output_names == ["images"]
+    averages = model.g_optimizer._model_variables_moving_average
+    for var, average in zip(served.trainable_variables, averages, strict=True):
+        np.testing.assert_array_equal(var.numpy(), average.numpy())
+    live = {w.path: w.numpy() for w in model.generator.non_trainable_weights}
+    assert any(not np.allclose(w.numpy(), live[w.path]) for w in served.non_trainable_weights)
+    # Export rebuilds the generator from the config and loads these weights into it.
+    served.save_weights(tmp_path / "g.weights.h5")
+    rebuilt = dcgan.build_generator(config)
+    rebuilt.load_weights(tmp_path / "g.weights.h5")
+    z = np.random.default_rng(0).standard_normal((4, config.latent_dim)).astype(np.float32)
+    np.testing.assert_allclose(rebuilt(z).numpy(), served(z).numpy(), atol=1e-6)

@@ -17,6 +17,8 @@ from training.errors import ConfigError
 from training.localizer import (
     PRESETS,
     LocalizerConfig,
+    box_iou_loss,
+    box_sse,
     build_localizer,
     build_trainable,
     contract,
@@ -197,3 +199,16 @@ def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         TINY.epochs = 3  # type: ignore[misc]
     assert isinstance(TINY, LocalizerConfig)
+
+
+def test_iou_loss_matches_box_iou_and_joins_the_box_loss():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.3, 0.7, (40, 4)).astype(np.float32)
+    truth[:, 2:] = rng.uniform(0.1, 0.4, (40, 2))
+    pred = truth + rng.normal(0, 0.03, truth.shape).astype(np.float32)
+    iou = 1.0 - np.asarray(box_iou_loss(truth, pred))
+    np.testing.assert_allclose(iou, boxes.box_iou(pred, truth), atol=1e-5)
+    model = build_trainable(replace(TINY, iou_weight=2.0))
+    box_loss = model.loss["box"](truth, pred)
+    expected = box_sse(truth, pred) + 2.0 / TINY.beta * (1.0 - iou)
+    np.testing.assert_allclose(np.asarray(box_loss), np.asarray(expected), rtol=1e-5)

@@ -1,4 +1,9 @@
-"""The `slim` presets reach their quality goals (minutes each; run with `make test-all`)."""
+"""The `slim` presets reach their quality goals (minutes each; run with `make test-all`).
+
+The thresholds are the goals the slim presets were tuned to (README, "Measured results"), a
+little under the measured values, so that a regression in the data, the model or the training
+code fails here rather than in a demo.
+"""
 
 import pytest
 
@@ -20,19 +25,24 @@ def _slim_run(model, tmp_path, **changes):
 
 def test_slim_unet_segments_synthetic_cars(tmp_path):
     metrics = _slim_run("unet", tmp_path)
-    assert metrics["dice"] >= 0.985
+    assert metrics["dice"] >= 0.995
     best_classical = max(metrics["baseline_otsu_dice"], metrics["baseline_kmeans_dice"])
     assert metrics["dice"] >= best_classical + 0.2
 
 
 def test_slim_localizer_classifies_and_boxes(tmp_path):
     metrics = _slim_run("localizer", tmp_path)
-    assert metrics["accuracy"] >= 0.95
-    assert metrics["mean_iou"] >= 0.75
+    assert metrics["accuracy"] >= 0.99
+    assert metrics["mean_iou"] >= 0.95
 
 
-def test_slim_generator_beats_an_untrained_one(tmp_path):
+def test_slim_generator_draws_recognisable_digits(tmp_path):
     metrics = _slim_run("generator", tmp_path)
+    # Judged by the project's digit classifier on 2,000 samples (real held-out digits: score
+    # about 9.1, 92 % recognisable, classifier FID about 0.6).
+    assert metrics["classifier_score"] >= 8.0
+    assert metrics["recognizability"] >= 0.8
+    assert metrics["cfid"] <= 6.0
     assert metrics["cfid"] < 0.5 * metrics["cfid_untrained"]
     assert metrics["classifier_score"] > 2 * metrics["classifier_score_untrained"]
     # Real held-out digits remain the floor a generator cannot beat.

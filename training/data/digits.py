@@ -165,7 +165,8 @@ def load_data(config: GeneratorConfig, data: str | None, seed: int) -> TaskData:
         seed: seeds the train/held-out split, the subsets and the shuffling.
 
     Returns:
-        The TaskData. `train` yields float32 images in [-1, 1], `[B,S,S,C]`; `val` is None.
+        The TaskData. `train` yields float32 images in [-1, 1], `[B,S,S,C]` (with their int64
+        labels `[B]` when `config.class_from_latent`); `val` is None.
         `val_arrays` holds uint8 held-out real images `real` `[Nv,S,S,C]` with their `labels`
         (-1 if unknown), and uint8 grey labelled digits `[M,S,S,1]` for the judge classifier:
         `classifier_x`/`classifier_y` to train it, `classifier_test_x`/`classifier_test_y` to
@@ -182,6 +183,12 @@ def load_data(config: GeneratorConfig, data: str | None, seed: int) -> TaskData:
         train, val = _split(len(images), config.val_fraction, rng)
         x_train, x_real = images[train], images[val]
         y_real = np.full(len(val), -1, np.int64)
+        if config.class_from_latent:
+            raise DataError(
+                f"class_from_latent=true needs labelled digits, and the folder {source} has no "
+                "labels; use --set class_from_latent=false, or the built-in mnist or digits"
+            )
+        train_labels = np.full(len(x_train), -1, np.int64)
         clf_x, clf_y, clf_test_x, clf_test_y, judge = _reference_digits(size)
         description = (
             f"image folder {source}, {config.val_fraction:.0%} held out; metrics judged by a "
@@ -200,7 +207,7 @@ def load_data(config: GeneratorConfig, data: str | None, seed: int) -> TaskData:
         # Grey labelled sources: the judge learns from the GAN's own train split.
         clf_x, clf_y, clf_test_x, clf_test_y, judge = x_grey, y_train, x_test, y_test, source
         x_train, x_real = _with_channels(x_grey, channels), _with_channels(x_test, channels)
-        y_real = y_test
+        y_real, train_labels = y_test, np.asarray(y_train, np.int64)
     else:
         raise DataError(
             f"--data {source!r} is neither a dataset nor a folder; valid: "
@@ -210,14 +217,15 @@ def load_data(config: GeneratorConfig, data: str | None, seed: int) -> TaskData:
     clf_pick = rng.permutation(len(clf_y))[: config.classifier_train]
     clf_x, clf_y = clf_x[clf_pick], clf_y[clf_pick]
     if config.max_train is not None and len(x_train) > config.max_train:
-        x_train = x_train[rng.permutation(len(x_train))[: config.max_train]]
+        keep = rng.permutation(len(x_train))[: config.max_train]
+        x_train, train_labels = x_train[keep], train_labels[keep]
     if len(x_train) < config.batch_size:
         raise DataError(
             f"only {len(x_train)} training images for batch_size={config.batch_size}; "
             "lower batch_size or add images"
         )
     return TaskData(
-        train=_train_dataset(x_train, config, seed),
+        train=_train_dataset(x_train, train_labels, config, seed),
         val=None,
         num_train=len(x_train),
         num_val=len(x_real),
@@ -238,14 +246,24 @@ def load_data(config: GeneratorConfig, data: str | None, seed: int) -> TaskData:
     )
 
 
-def _train_dataset(images: np.ndarray, config: GeneratorConfig, seed: int) -> tf.data.Dataset:
-    """uint8 images, reshuffled each epoch, batched, then mapped to [-1, 1] floats."""
-    ds = tf.data.Dataset.from_tensor_slices(images)
+def _train_dataset(
+    images: np.ndarray, labels: np.ndarray, config: GeneratorConfig, seed: int
+) -> tf.data.Dataset:
+    """uint8 images, reshuffled each epoch, batched, then mapped to [-1, 1] floats; paired
+    with their labels when the GAN learns classes (`class_from_latent`)."""
+    ds = tf.data.Dataset.from_tensor_slices(
+        (images, labels) if config.class_from_latent else images
+    )
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     if config.steps_per_epoch is not None:
         ds = ds.repeat()
     # Full batches only: the discriminator sees equal numbers of real and fake images, and
     # MirroredStrategy splits a batch evenly across replicas.
     ds = ds.batch(config.batch_size, drop_remainder=True)
-    ds = ds.map(lambda x: tf.cast(x, tf.float32) / 127.5 - 1.0, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(_to_unit_range, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _to_unit_range(images, labels=None):
+    scaled = tf.cast(images, tf.float32) / 127.5 - 1.0
+    return scaled if labels is None else (scaled, labels)

@@ -141,3 +141,13 @@ def test_load_data_errors():
     big_batch = dataclasses.replace(PRESETS["tiny"], batch_size=512)
     with pytest.raises(DataError, match="batch_size=512"):
         digits.load_data(big_batch, None, seed=0)
+
+
+def test_class_from_latent_pairs_images_with_their_labels(tmp_path):
+    config = dataclasses.replace(PRESETS["tiny"], class_from_latent=True)
+    images, labels = next(iter(digits.load_data(config, None, seed=0).train))
+    assert images.shape == (config.batch_size, 28, 28, 1) and labels.shape == (config.batch_size,)
+    assert set(np.asarray(labels)) <= set(range(10))
+    folder = _write_images(tmp_path / "imgs", count=40)
+    with pytest.raises(DataError, match="needs labelled digits"):
+        digits.load_data(config, str(folder), seed=0)
