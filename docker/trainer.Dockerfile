@@ -26,6 +26,8 @@ COPY client/ client/
 # Versions come from constraints.txt, which pins the whole resolved tree.
 RUN pip install --no-cache-dir -c constraints.txt ".[train]"
 
+# The shipped slim runs, exported by default (TRAIN=1 trains instead).
+COPY shipped-runs/ shipped-runs/
 COPY --chmod=0755 docker/train_and_export.sh /usr/local/bin/train_and_export.sh
 
 RUN groupadd --system --gid 10001 app \
