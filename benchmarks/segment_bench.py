@@ -17,13 +17,12 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.client_bench import CARVANA_SIZE, carvana_jpeg
-from benchmarks.serving_bench import ROOT, Server
+from benchmarks.serving_bench import ROOT, Server, interleaved
 
 GOALS = {"grpc_over_model": 1.5, "rest_over_model": 2.0}
 
@@ -60,7 +59,7 @@ def run(args) -> dict:
                 "rest": lambda: over_rest.segment(path)[0].mask,
             }
             masks = {name: calls[name]() for name in ("grpc", "rest")}
-            times = _interleaved(calls, args.n)
+            times = interleaved(calls, args.n, warmup=5)
             over_grpc.close()
             over_rest.close()
         finally:
@@ -77,19 +76,6 @@ def run(args) -> dict:
         "grpc_rest_mask_agreement": agree,
         "goals": GOALS,
     }
-
-
-def _interleaved(calls: dict, n: int, warmup: int = 5) -> dict[str, list[float]]:
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    out: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(n):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            out[name].append(time.perf_counter() - start)
-    return out
 
 
 def report(result: dict) -> str:

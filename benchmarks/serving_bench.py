@@ -43,7 +43,7 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
 
 
-def _interleaved(calls: dict, n: int, warmup: int = 10) -> dict[str, list[float]]:
+def interleaved(calls: dict, n: int, warmup: int = 10) -> dict[str, list[float]]:
     """Latencies of several calls taken in turn, round after round."""
     for call in calls.values():
         for _ in range(warmup):
@@ -181,7 +181,7 @@ def run(args) -> dict:
                     "grpc": grpc_call,
                     "rest": rest_call,
                 }
-                times = _interleaved(calls, args.n)
+                times = interleaved(calls, args.n)
                 for key, samples in times.items():
                     results[key] = _percentiles(samples)
             # The in-process reference is taken right before each served run (the server idle),
