@@ -93,7 +93,11 @@ def export_run(model_name: str, run_dir: Path, base_path: Path, version: int | N
     tmp = model_dir / f"{TMP_PREFIX}{version}-{os.getpid()}"
     try:
         module = tf.Module()
-        module.model = model  # tracks the model's variables
+        module.model = model
+        # Keras 3 variables wrap a tf.Variable that the module must track itself: otherwise
+        # the MetaGraph's restore op never names them, and TF1's session loader (what
+        # tensorflow_model_server links) fails every run with "Could not find variable".
+        module.variables_ = [v.value for v in model.variables]
         signatures = export_module(model_name).signatures(module, contract)
         tf.saved_model.save(module, str(tmp), signatures=signatures)
         requests = sample_requests(model_name, config, contract)
