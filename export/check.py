@@ -1,8 +1,9 @@
 """The export's self-check: a version that fails it is never published.
 
-It reloads the written SavedModel, checks every signature against the contract, runs it on the
-same real inputs the warmup file holds, and hands the answers to the model's export module,
-which compares them with the Keras model and runs the train/serve skew test.
+It loads the written SavedModel as TF Serving does (into a Session, `export.session`), checks
+every signature against the contract, runs it on the same real inputs the warmup file holds,
+and hands the answers to the model's export module, which compares them with the Keras model
+and runs the train/serve skew test.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from common.contract import Contract
 from export.models import export_module
 from export.models.base import ExportCheckError, Requests
 from export.models.images import png_bytes
+from export.session import SessionModel
 
 __all__ = ["ExportCheckError", "check_export", "png_bytes", "sample_image", "sample_requests"]
 
@@ -39,6 +41,9 @@ def check_export(
 ) -> None:
     """Runs every check on the SavedModel at `path`; raises ExportCheckError on the first miss.
 
+    The version is loaded as TF Serving loads it (`export.session`: a Session, the restore and
+    init ops, tensors by SignatureDef names), so what passes here is what TF Serving runs.
+
     Args:
         path: the written (not yet published) version folder.
         model_name: a registered model name (`export.models.EXPORTS`).
@@ -47,47 +52,53 @@ def check_export(
         requests: the inputs per signature, as written to the warmup file (so the records that
             TF Serving replays are exactly the ones checked here).
     """
-    loaded = tf.saved_model.load(str(path))
-    outputs = {}
-    for sig in contract.signatures:
-        if sig.name not in loaded.signatures:
-            raise ExportCheckError(f"signature {sig.name!r} is missing from the SavedModel")
-        fn = loaded.signatures[sig.name]
-        _check_io(fn, sig)
-        result = fn(**{k: tf.constant(v) for k, v in requests[sig.name].items()})
-        outputs[sig.name] = {k: v.numpy() for k, v in result.items()}
-        for name, value in outputs[sig.name].items():
-            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-                raise ExportCheckError(f"{sig.name}/{name} has non-finite values")
-    export_module(model_name).check(keras_model, loaded, contract, requests, outputs)
+    loaded = SessionModel(path)
+    try:
+        outputs = {}
+        for sig in contract.signatures:
+            if sig.name not in loaded.signature_defs:
+                raise ExportCheckError(f"signature {sig.name!r} is missing from the SavedModel")
+            _check_io(loaded.signature_defs[sig.name], sig)
+            outputs[sig.name] = loaded.run(sig.name, requests[sig.name])
+            for name, value in outputs[sig.name].items():
+                if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                    raise ExportCheckError(f"{sig.name}/{name} has non-finite values")
+        export_module(model_name).check(keras_model, loaded, contract, requests, outputs)
+    finally:
+        loaded.close()
 
 
-def _check_io(fn, sig) -> None:
-    inputs = fn.structured_input_signature[1]
-    want_in = {t.name: t for t in sig.inputs}
-    if set(inputs) != set(want_in):
-        raise ExportCheckError(f"{sig.name} inputs {sorted(inputs)} != contract {sorted(want_in)}")
-    for name, spec in inputs.items():
-        want = want_in[name]
-        if spec.dtype.name != want.dtype or tuple(spec.shape.as_list()) != want.shape:
-            raise ExportCheckError(
-                f"{sig.name}/{name} is {spec.dtype.name}{spec.shape}, contract says "
-                f"{want.dtype}{list(want.shape)}"
+def _shape(info) -> tuple | None:
+    if info.tensor_shape.unknown_rank:
+        return None
+    return tuple(None if d.size < 0 else d.size for d in info.tensor_shape.dim)
+
+
+def _check_side(sig, side: str, infos, specs, *, exact: bool) -> None:
+    want = {t.name: t for t in specs}
+    if set(infos) != set(want):
+        raise ExportCheckError(f"{sig.name} {side} {sorted(infos)} != contract {sorted(want)}")
+    for name, info in infos.items():
+        spec = want[name]
+        dtype = tf.dtypes.as_dtype(info.dtype).name
+        shape = _shape(info)
+        if exact:
+            fits = shape == tuple(spec.shape)
+        else:
+            fits = (
+                shape is not None
+                and len(shape) == len(spec.shape)
+                and all(w is None or s == w for s, w in zip(shape, spec.shape, strict=True))
             )
-    outputs = fn.structured_outputs
-    want_out = {t.name: t for t in sig.outputs}
-    if set(outputs) != set(want_out):
-        raise ExportCheckError(
-            f"{sig.name} outputs {sorted(outputs)} != contract {sorted(want_out)}"
-        )
-    for name, spec in outputs.items():
-        want = want_out[name]
-        shape = tuple(spec.shape.as_list())
-        compatible = len(shape) == len(want.shape) and all(
-            w is None or s == w for s, w in zip(shape, want.shape, strict=True)
-        )
-        if spec.dtype.name != want.dtype or not compatible:
+        if dtype != spec.dtype or not fits:
+            shown = "<unknown rank>" if shape is None else list(shape)
             raise ExportCheckError(
-                f"{sig.name} output {name} is {spec.dtype.name}{list(shape)}, contract says "
-                f"{want.dtype}{list(want.shape)}"
+                f"{sig.name} {side[:-1]} {name} is {dtype}{shown}, contract says "
+                f"{spec.dtype}{list(spec.shape)}"
             )
+
+
+def _check_io(signature_def, sig) -> None:
+    """The SignatureDef's aliases, dtypes and shapes against the contract's."""
+    _check_side(sig, "inputs", signature_def.inputs, sig.inputs, exact=True)
+    _check_side(sig, "outputs", signature_def.outputs, sig.outputs, exact=False)

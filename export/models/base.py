@@ -12,14 +12,14 @@ import tensorflow as tf
 from common.contract import Contract
 from training.errors import UserError
 
-# Keras model vs the reloaded SavedModel, on the same input.
+# Keras model vs the version run as TF Serving runs it, on the same input.
 PARITY_ATOL = 1e-5
 # Client (Pillow) vs TensorFlow pre-processing differ by float rounding only.
 SKEW_ATOL = 1e-4
 
 # {signature name: {input alias: array}}: warmup records and the self-check both use them.
 Requests = Mapping[str, Mapping[str, np.ndarray]]
-# {signature name: {output alias: array}}: what the reloaded SavedModel answered to `Requests`.
+# {signature name: {output alias: array}}: what the version answered to `Requests`.
 Outputs = Mapping[str, Mapping[str, np.ndarray]]
 
 
@@ -35,8 +35,9 @@ class ExportModule:
         input_kinds: the kinds of input its signatures take (for error messages and docs).
         signatures: (module holding `module.model`, contract) -> {signature: concrete function}.
         sample_requests: (training config, contract) -> real inputs for every signature.
-        check: (Keras model, reloaded SavedModel, contract, requests, outputs) -> None; raises
-            ExportCheckError when the served answers differ from the trained model's.
+        check: (Keras model, the version in a Session (`export.session.SessionModel`),
+            contract, requests, outputs) -> None; raises ExportCheckError when the served
+            answers differ from the trained model's.
         sample_image: training config -> a real uint8 image of the kind the model serves, or
             None for models that take no images.
     """

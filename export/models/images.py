@@ -89,7 +89,7 @@ def skew_inputs(loaded, requests, contract: Contract) -> tuple[np.ndarray, dict,
     trained = prepare_image(tf.constant(image), pre).numpy()[None]
     client = client_pre.prepare_image(image, pre)[None]
     close("client vs training pre-processing", client, trained, SKEW_ATOL)
-    serve_image = loaded.signatures[DEFAULT_SIGNATURE]
-    via_train = {k: v.numpy() for k, v in serve_image(tf.constant(trained)).items()}
-    via_client = {k: v.numpy() for k, v in serve_image(tf.constant(client)).items()}
+    alias = contract.signature(DEFAULT_SIGNATURE).inputs[0].name
+    via_train = loaded.run(DEFAULT_SIGNATURE, {alias: trained})
+    via_client = loaded.run(DEFAULT_SIGNATURE, {alias: client})
     return image, via_train, via_client

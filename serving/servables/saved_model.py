@@ -1,8 +1,9 @@
-"""One loaded SavedModel version: its signatures, a thread-safe `run`, and its warmup records."""
+"""One loaded SavedModel version: a Session holding its MetaGraph, and a thread-safe `run`."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import grpc
 import numpy as np
 from google.protobuf import message as protobuf_message
 from google.protobuf import text_format
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
+from tensorflow.python.util import deprecation
 
 from common.quiet import import_tensorflow
 from serving.errors import ServingError, invalid_argument, not_found, unknown
@@ -51,15 +53,21 @@ def _array_dtype(value: np.ndarray) -> tf.dtypes.DType:
     return tf.as_dtype(value.dtype)
 
 
-def _to_numpy(tensor: tf.Tensor) -> np.ndarray:
-    if tensor.dtype == tf.string:
-        # Keep strings as an object array of bytes, also for scalars (numpy() gives bare bytes).
-        return np.array(tensor.numpy(), dtype=object)
-    return np.asarray(tensor.numpy())
+def _to_numpy(value) -> np.ndarray:
+    if isinstance(value, bytes) or (isinstance(value, np.ndarray) and value.dtype.kind in "OS"):
+        # Strings stay an object array of bytes, also for scalars (a session gives bare bytes).
+        return np.array(value, dtype=object)
+    return np.asarray(value)
 
 
 class Servable:
-    """A loaded version of a model, safe to `run` from many threads at once."""
+    """A loaded version of a model, safe to `run` from many threads at once.
+
+    The version lives in a TF1 `Session`, as in `tensorflow_model_server`: its MetaGraph was
+    imported, the restore op and the init op were run and the assets mapped, and every
+    signature runs by its SignatureDef's tensor names through a session callable (one per
+    signature, inputs and outputs), so tensors are fed as they come, with no shape binding.
+    """
 
     def __init__(
         self,
@@ -67,69 +75,107 @@ class Servable:
         version: int,
         path: Path,
         signature_defs: dict[str, meta_graph_pb2.SignatureDef],
-        loaded: object,
+        session: tf.compat.v1.Session,
     ):
         self.name = name
         self.version = version
         self.path = path
         self.signature_defs = signature_defs
-        self._loaded = loaded
-        self._functions = dict(loaded.signatures)
+        self._session = session
+        self._callables: dict[tuple, object] = {}
+        self._callables_lock = threading.Lock()
 
-    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs one signature and returns all of its outputs.
+    def run(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Runs one signature and returns its outputs.
 
         Args:
             signature_name: The signature key, e.g. "serving_default".
             inputs: Arrays keyed by signature input alias; strings as object arrays of bytes.
+            output_names: The output aliases to fetch (TF Serving's `output_filter`); all of the
+                signature's outputs when None or empty.
 
         Returns:
-            Every output of the signature as a numpy array, keyed by output alias.
+            The fetched outputs as numpy arrays, keyed by output alias.
 
         Raises:
-            ServingError: FAILED_PRECONDITION for an unknown signature, INVALID_ARGUMENT for inputs
-                that do not bind (names, dtypes, shapes), or the TF runtime's code and message.
+            ServingError: FAILED_PRECONDITION for an unknown signature, INVALID_ARGUMENT for an
+                input alias or dtype the signature lacks, or the TF runtime's code and message.
         """
-        function = self._functions.get(signature_name)
-        if function is None:
+        signature = self.signature_defs.get(signature_name)
+        if signature is None:
             raise ServingError(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f'Serving signature key "{signature_name}" not found.',
             )
-        feeds = self._feeds(signature_name, inputs)
+        aliases = sorted(inputs)
+        outputs = tuple(output_names or sorted(signature.outputs))
+        run = self._callable(signature_name, signature, tuple(aliases), outputs)
+        feeds = [
+            self._feed(signature, index, alias, inputs[alias])
+            for index, alias in enumerate(aliases)
+        ]
         try:
-            outputs = function(**feeds)
+            values = run(*feeds)
         except tf.errors.OpError as error:
             raise from_op_error(error) from error
-        except (TypeError, ValueError) as error:
-            raise invalid_argument(str(error)) from error
-        return {alias: _to_numpy(tensor) for alias, tensor in outputs.items()}
+        return {alias: _to_numpy(value) for alias, value in zip(outputs, values, strict=True)}
 
-    def _feeds(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, object]:
-        # Concrete functions silently cast numpy float64 to float32, so check dtypes here to
-        # fail like TF Serving's session does; the caller normally has already done this.
-        signature = self.signature_defs.get(signature_name)
-        expected = signature.inputs if signature is not None else {}
-        feeds = {}
-        for index, alias in enumerate(sorted(inputs)):
-            value = np.asarray(inputs[alias])
-            if alias in expected:
-                want = tf.as_dtype(expected[alias].dtype)
-                got = _array_dtype(value)
-                if want != got:
-                    raise invalid_argument(
-                        f"Expects arg[{index}] to be {_type_name(want)} but "
-                        f"{_type_name(got)} is provided"
-                    )
-            if value.dtype.kind == "U":
-                value = np.char.encode(value, "utf-8").astype(object)
-            feeds[alias] = value
-        return feeds
+    def _callable(self, key: str, signature, aliases: tuple[str, ...], outputs: tuple[str, ...]):
+        cache_key = (key, aliases, outputs)
+        found = self._callables.get(cache_key)
+        if found is not None:
+            return found
+        for alias in aliases:
+            if alias not in signature.inputs:
+                raise invalid_argument(
+                    f"Inputs contains invalid name. Used request inputs: {alias}"
+                )
+        for alias in outputs:
+            if alias not in signature.outputs:
+                raise invalid_argument(f"output tensor alias not found in signature: {alias}")
+        options = config_pb2.CallableOptions(
+            feed=[signature.inputs[alias].name for alias in aliases],
+            fetch=[signature.outputs[alias].name for alias in outputs],
+        )
+        with self._callables_lock:
+            if self._session is None:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE, "Servable was unloaded")
+            try:
+                # C++ `Session::MakeCallable` itself: the public `make_callable` with feeds is
+                # `Session.run` behind Python's own shape checks, which TF Serving never makes.
+                made = self._session._make_callable_from_options(options)
+            except tf.errors.OpError as error:
+                raise from_op_error(error) from error
+            except (KeyError, ValueError) as error:
+                raise invalid_argument(str(error)) from error
+            return self._callables.setdefault(cache_key, made)
+
+    @staticmethod
+    def _feed(signature, index: int, alias: str, value) -> np.ndarray:
+        # TF Serving's session refuses a tensor of another dtype before it runs anything.
+        value = np.asarray(value)
+        want = tf.as_dtype(signature.inputs[alias].dtype)
+        got = _array_dtype(value)
+        if want != got:
+            raise invalid_argument(
+                f"Expects arg[{index}] to be {_type_name(want)} but {_type_name(got)} is provided"
+            )
+        if value.dtype.kind == "U":
+            value = np.char.encode(value, "utf-8").astype(object)
+        return value
 
     def close(self) -> None:
-        """Drops the loaded graph so TF can free it; `run` fails afterwards."""
-        self._functions = {}
-        self._loaded = None
+        """Closes the session so TF can free the graph and variables; `run` fails afterwards."""
+        with self._callables_lock:
+            session, self._session = self._session, None
+            self._callables = {}
+        if session is not None:
+            session.close()
 
 
 def _read_saved_model(path: Path) -> saved_model_pb2.SavedModel:
@@ -172,15 +218,25 @@ def _meta_graph(
 
 
 def load_servable(
-    name: str, version: int, path: str | Path, tags: Sequence[str] = ("serve",)
+    name: str,
+    version: int,
+    path: str | Path,
+    tags: Sequence[str] = ("serve",),
+    session_config: config_pb2.ConfigProto | None = None,
 ) -> Servable:
-    """Loads one SavedModel version directory.
+    """Loads one SavedModel version directory into a Session, as `LoadSavedModel` does.
+
+    The MetaGraph is imported into a new graph, the variables are restored by the saver's
+    restore op, the init (main) op runs with the assets mapped, and the graph is then frozen.
+    A TF2 object graph that only `tf.saved_model.load` can restore fails here just as it
+    fails under `tensorflow_model_server`.
 
     Args:
         name: The model name.
         version: The version number.
         path: The version directory holding `saved_model.pb`.
         tags: The meta graph tags to load.
+        session_config: The session's ConfigProto (thread pools), or None for TF's defaults.
 
     Returns:
         The loaded servable.
@@ -191,11 +247,17 @@ def load_servable(
     """
     path = Path(path)
     meta_graph = _meta_graph(_read_saved_model(path), tuple(tags))
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph, config=session_config)
     try:
-        loaded = tf.saved_model.load(str(path), tags=list(tags))
+        with graph.as_default(), deprecation.silence():
+            tf.compat.v1.saved_model.loader.load(session, list(tags), str(path))
     except tf.errors.OpError as error:
+        session.close()
         raise from_op_error(error) from error
     except Exception as error:
+        session.close()
         raise unknown(str(error) or type(error).__name__) from error
+    graph.finalize()
     signature_defs = {key: meta_graph.signature_def[key] for key in meta_graph.signature_def}
-    return Servable(name, version, path, signature_defs, loaded)
+    return Servable(name, version, path, signature_defs, session)

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -275,3 +276,25 @@ def test_killed_export_leaves_nothing_servable(runs, tmp_path):
     proc.wait(timeout=30)
     assert _numeric(model_dir) == []
     assert publish.existing_versions(model_dir) == []
+
+
+def test_self_check_refuses_what_tf_serving_cannot_run(runs, tmp_path):
+    # The way versions were written before: a tf.Module tracking only the Keras 3 model. TF2's
+    # object-graph loader runs it; TF Serving's session loader finds no variable to read.
+    from export.check import check_export, sample_requests
+    from export.models import export_module
+
+    task, config, model = load_run(runs["localizer"])
+    contract = task.contract(config)
+    module = tf.Module()
+    module.model = model
+    signatures = export_module("localizer").signatures(module, contract)
+    tf.saved_model.save(module, str(tmp_path / "v"), signatures=signatures)
+    requests = sample_requests("localizer", config, contract)
+    with pytest.raises(ExportCheckError) as caught:
+        check_export(tmp_path / "v", "localizer", model, contract, requests)
+    assert re.fullmatch(
+        r"signature 'serving_default' fails under TF Serving's session loader: variable "
+        r"\S+ is not restored by the MetaGraph's restore op",
+        str(caught.value),
+    )

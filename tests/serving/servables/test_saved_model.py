@@ -68,19 +68,56 @@ def test_wrong_dtype_is_refused_not_cast(servable):
     assert caught.value.message == "Expects arg[0] to be float but double is provided"
 
 
-@pytest.mark.parametrize(
-    ("signature", "inputs"),
-    [
-        ("matrix", {"m": np.ones((2, 4), F32)}),
-        ("serving_default", {"x": np.ones((2, 2), F32)}),
-        ("serving_default", {"wrong": np.ones((2,), F32)}),
-    ],
-)
-def test_bad_inputs_are_invalid_argument(servable, signature, inputs):
+def test_shapes_are_the_sessions_to_decide(servable):
+    # TF Serving feeds tensors as they come: a [None, 3] placeholder takes a [2, 4] matrix when
+    # the graph can compute on it, and a [None] input takes a matrix.
+    rows = servable.run("matrix", {"m": np.ones((2, 4), F32)})
+    assert rows["row_sum"].tolist() == [4.0, 4.0]
+    y = servable.run("serving_default", {"x": np.ones((2, 2), F32)})
+    assert y["y"].tolist() == [[2.5, 2.5], [2.5, 2.5]]
+
+
+def test_what_the_graph_refuses_is_the_runtimes_error(servable):
     with pytest.raises(ServingError) as caught:
-        servable.run(signature, inputs)
+        servable.run("two_inputs", {"a": np.ones((2,), F32), "b": np.ones((3,), F32)})
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert caught.value.message
+    assert "Incompatible shapes: [2] vs. [3]" in caught.value.message
+
+
+def test_unknown_input_alias_is_invalid_argument(servable):
+    with pytest.raises(ServingError) as caught:
+        servable.run("serving_default", {"wrong": np.ones((2,), F32)})
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "wrong" in caught.value.message
+
+
+def test_output_subset(servable):
+    out = servable.run(
+        "two_inputs", {"a": np.array([3.0], F32), "b": np.array([1.0], F32)}, ["diff"]
+    )
+    assert out == {"diff": np.array([2.0], F32)}
+
+
+def test_object_graph_only_variables_fail_as_under_tf_serving(tmp_path):
+    # A Keras 3 model saved through a tf.Module that tracks only the model: TF2's object-graph
+    # loader restores it, but the MetaGraph's restore op never names the variables, so the
+    # session loader (TF Serving's) fails every run. The export tracks them (export/publish.py).
+    import keras
+
+    inputs = keras.Input((2,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(1, name="dense")(inputs))
+    module = tf.Module()
+    module.model = model
+    fn = tf.function(
+        lambda x: {"y": model(x)}, input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")]
+    )
+    tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": fn})
+    broken = load_servable("m", 1, tmp_path / "1")
+    with pytest.raises(ServingError) as caught:
+        broken.run("serving_default", {"x": np.ones((1, 2), F32)})
+    assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "Could not find variable dense/kernel" in caught.value.message
+    broken.close()
 
 
 def test_concurrent_runs(servable):
