@@ -88,3 +88,31 @@ class SessionModel:
 def _first_line(error: BaseException) -> str:
     text = getattr(error, "message", None) or str(error)
     return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def check_version(path: str | Path) -> int:
+    """Loads a published version as TF Serving does and replays its warmup records.
+
+    Args:
+        path: a version folder (`models/<model>/<N>`).
+
+    Returns:
+        How many warmup records ran.
+
+    Raises:
+        ExportCheckError: the version fails to load or a record fails to run, naming the
+            signature and the first variable the session could not find.
+    """
+    from export.warmup import WARMUP_FILE, read_warmup
+
+    warmup = Path(path) / "assets.extra" / WARMUP_FILE
+    logs = read_warmup(warmup) if warmup.is_file() else []
+    model = SessionModel(path)
+    try:
+        for log in logs:
+            request = log.predict_log.request
+            inputs = {alias: tf.make_ndarray(proto) for alias, proto in request.inputs.items()}
+            model.run(request.model_spec.signature_name or "serving_default", inputs)
+    finally:
+        model.close()
+    return len(logs)

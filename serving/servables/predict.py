@@ -251,14 +251,15 @@ class Predictor:
     def _runner(self, servable):
         def run(key, arrays, names):
             start = time.perf_counter()
+            # Only the outputs asked for are fetched, so the session prunes the rest of the graph.
             if self.batcher is None:
-                outputs = servable.run(key, arrays)
+                outputs = servable.run(key, arrays, names)
             else:
                 batch_key = (servable.name, servable.version, key, tuple(names))
-                outputs = self.batcher.run(batch_key, arrays, lambda a: servable.run(key, a))
+                outputs = self.batcher.run(batch_key, arrays, lambda a: servable.run(key, a, names))
             if self.runtime_latency is not None:
                 latency_us = (time.perf_counter() - start) * 1e6
-                self.runtime_latency.observe(latency_us, servable.name, "Predict", "TF2")
+                self.runtime_latency.observe(latency_us, servable.name, "Predict", "TF1")
             return outputs
 
         return run

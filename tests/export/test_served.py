@@ -1,0 +1,62 @@
+"""export/served.py: `make serve` replaces a newest version that TF Serving could not run."""
+
+import pytest
+import tensorflow as tf
+
+from export.check import sample_requests
+from export.models import export_module
+from export.publish import export_run
+from export.served import main
+from export.warmup import write_warmup
+from training.runner import load_run
+
+
+@pytest.fixture()
+def runs(tiny_runs, tmp_path):
+    """A shipped-runs-like folder: one run folder a model."""
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for model, run in tiny_runs.items():
+        (folder / model).symlink_to(run)
+    return folder
+
+
+def _write_object_graph_only_version(run, version_dir):
+    # What export wrote before it tracked Keras 3's variables: TF Serving loads it, then every
+    # warmup record fails with "Could not find variable ...".
+    task, config, model = load_run(run)
+    contract = task.contract(config)
+    module = tf.Module()
+    module.model = model
+    signatures = export_module("generator").signatures(module, contract)
+    tf.saved_model.save(module, str(version_dir), signatures=signatures)
+    write_warmup(version_dir, "generator", sample_requests("generator", config, contract))
+
+
+def test_an_old_version_is_replaced_with_one_line_saying_why(runs, tmp_path, capsys):
+    base = tmp_path / "models"
+    _write_object_graph_only_version(runs / "generator", base / "generator" / "1")
+    assert main(["--runs", str(runs), "--base-path", str(base), "generator"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [str(base / "generator" / "2")]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{base / 'generator' / '1'} would not serve under TF Serving")
+    assert "is not restored by the MetaGraph's restore op" in lines[0]
+    assert f"exporting a new version from {runs / 'generator'}" in lines[0]
+    assert sorted(p.name for p in (base / "generator").iterdir()) == ["1", "2"]
+
+
+def test_a_servable_version_is_kept_and_a_missing_one_exported(runs, tmp_path, capsys):
+    base = tmp_path / "models"
+    export_run("generator", runs / "generator", base)
+    assert main(["--runs", str(runs), "--base-path", str(base), "generator", "localizer"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [str(base / "localizer" / "1")]
+    assert err == ""
+    assert [p.name for p in (base / "generator").iterdir()] == ["1"]
+
+
+def test_usage_error_is_one_line(capsys):
+    assert main(["--base-path", "x", "nope"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
