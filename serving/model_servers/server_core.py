@@ -16,6 +16,7 @@ from tensorflow_serving.apis import (
     get_model_status_pb2,
     inference_pb2,
     model_management_pb2,
+    model_pb2,
     predict_pb2,
     regression_pb2,
 )
@@ -23,12 +24,9 @@ from tensorflow_serving.apis import (
 from serving import errors
 from serving.config import files as config_lib
 from serving.model_servers.metrics import Metrics
-from serving.servables import predict
+from serving.servables import classifier, inference, multi_inference, predict, regressor
 
 log = logging.getLogger("serving")
-
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
 
 
 class Core:
@@ -36,7 +34,10 @@ class Core:
 
     Args:
         manager: the version manager (`serving.core.manager.ModelManager`).
-        predictor: Predict on a servable in hand (`serving.servables.predict.Predictor`).
+        predictor: Predict on a servable in hand (`serving.servables.predict.Predictor`); its
+            batch scheduler, runtime-latency histogram and method-name check
+            (`--enable_signature_method_name_check`) serve Classify, Regress and
+            MultiInference as well.
         metrics: where request counts and latencies are recorded.
         base_path_map: `--base_path_map`, applied to every config the core is given.
     """
@@ -132,67 +133,52 @@ class Core:
                 response.metadata["signature_def"].Pack(signatures)
                 return response
 
-    def _inference_signature(self, servable, name: str, method: str, api: str):
-        key = name or predict.DEFAULT_SIGNATURE
-        signature = servable.signature_defs.get(key)
-        if signature is None:
-            raise errors.invalid_argument(f"No signature was found with the name: {key}")
-        if signature.method_name != method:
-            raise errors.invalid_argument(
-                f"Expected {api} signature method_name to be {method}. Was: {signature.method_name}"
-            )
-        # Our models export Predict signatures only; tf.Example parsing is not implemented.
-        raise errors.unimplemented(
-            f"{api.capitalize()} signatures are not supported by the embedded model server; "
-            "use Predict"
+    def _runner(self, servable, api: str):
+        return inference.runner(
+            servable,
+            api,
+            batcher=self.predictor.batcher,
+            runtime_latency=self.predictor.runtime_latency,
         )
 
-    def classify(self, request: classification_pb2.ClassificationRequest, entrypoint: str = "GRPC"):
+    def classify(
+        self, request: classification_pb2.ClassificationRequest, entrypoint: str = "GRPC"
+    ) -> classification_pb2.ClassificationResponse:
         with self._measure(request, "Classify", entrypoint):
             self._require_spec(request)
             with self.servable(request.model_spec) as servable:
-                name = request.model_spec.signature_name
-                self._inference_signature(servable, name, CLASSIFY_METHOD, "classification")
+                return classifier.classify(
+                    servable,
+                    request,
+                    run=self._runner(servable, "Classify"),
+                    method_check=self.predictor.method_check,
+                )
 
-    def regress(self, request: regression_pb2.RegressionRequest, entrypoint: str = "GRPC"):
+    def regress(
+        self, request: regression_pb2.RegressionRequest, entrypoint: str = "GRPC"
+    ) -> regression_pb2.RegressionResponse:
         with self._measure(request, "Regress", entrypoint):
             self._require_spec(request)
             with self.servable(request.model_spec) as servable:
-                name = request.model_spec.signature_name
-                self._inference_signature(servable, name, REGRESS_METHOD, "regression")
+                return regressor.regress(
+                    servable,
+                    request,
+                    run=self._runner(servable, "Regress"),
+                    method_check=self.predictor.method_check,
+                )
 
     def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest, entrypoint: str = "GRPC"
     ) -> inference_pb2.MultiInferenceResponse:
-        with contextlib.ExitStack() as stack:
-            if not request.tasks:
-                raise errors.invalid_argument("Expected at least one task")
-            spec = request.tasks[0].model_spec
-            seen = set()
-            for task in request.tasks:
-                if task.model_spec.name != spec.name:
-                    raise errors.invalid_argument(
-                        "All ModelSpecs in a MultiInferenceRequest must access the same model name."
-                    )
-                if task.model_spec.signature_name in seen:
-                    raise errors.invalid_argument(
-                        f"Duplicate evaluation of signature: {task.model_spec.signature_name}"
-                    )
-                seen.add(task.model_spec.signature_name)
-            servable = stack.enter_context(self.servable(spec))
-            for task in request.tasks:
-                key = task.model_spec.signature_name or predict.DEFAULT_SIGNATURE
-                signature = servable.signature_defs.get(key)
-                if signature is None:
-                    raise errors.invalid_argument(
-                        f"Requested signature not found in model graph: {key}"
-                    )
-                if signature.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
-                    raise errors.unimplemented(
-                        f"Unsupported signature method_name: {signature.method_name}"
-                    )
-            raise errors.unimplemented(
-                "MultiInference is not supported by the embedded model server; use Predict"
+        """The servable is the first task's; TF Serving counts no request metrics here."""
+        first = request.tasks[0] if request.tasks else None
+        spec = first.model_spec if first is not None else model_pb2.ModelSpec()
+        with self.servable(spec) as servable:
+            return multi_inference.multi_inference(
+                servable,
+                request,
+                run=self._runner(servable, "MultiInference"),
+                method_check=self.predictor.method_check,
             )
 
     # -- ModelService ------------------------------------------------------------------------
