@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 _CPUS = os.cpu_count() or 1
 
@@ -23,6 +25,7 @@ class Options:
     """Server options. Field names are the flag names, so `--port=9000` sets `port`."""
 
     port: int = 8500
+    grpc_socket_path: str = ""
     rest_api_port: int = 0
     rest_api_num_threads: int = 4 * _CPUS
     rest_api_timeout_in_ms: int = 30000
@@ -40,6 +43,7 @@ class Options:
     load_retry_interval_micros: int = 60_000_000
     monitoring_config_file: str = ""
     grpc_max_threads: int = 4 * _CPUS
+    grpc_channel_arguments: str = ""
     enable_grpc_healthcheck_service: bool = True
     enable_serialization_as_tensor_content: bool = False
     enable_signature_method_name_check: bool = False
@@ -87,13 +91,11 @@ IGNORED = {
 
 # Flags whose feature this server does not have; passing them is an error, not a silent no-op.
 UNSUPPORTED = {
-    "grpc_socket_path": "UNIX sockets",
     "use_alts_credentials": "ALTS",
     "platform_config_file": "platform configs",
     "prefer_tflite_model": "TensorFlow Lite models",
     "num_tflite_pools": "TensorFlow Lite models",
     "num_tflite_interpreters_per_pool": "TensorFlow Lite models",
-    "grpc_channel_arguments": "custom gRPC channel arguments",
     "rest_api_enable_cors_support": "CORS",
 }
 
@@ -124,6 +126,57 @@ def _convert(name: str, kind: str | type, raw: str):
         return kind(raw)
     except ValueError:
         raise FlagError(f"--{name} expects {kind.__name__}, got {raw!r}") from None
+
+
+class ChannelArgument(NamedTuple):
+    """One `key=value` item of `--grpc_channel_arguments`."""
+
+    key: str
+    # An int when the value reads as a 32-bit integer, else the text (gRPC takes both kinds).
+    value: int | str
+    # Text after a second '=' in the item, which tensorflow_model_server drops.
+    dropped: str = ""
+
+
+# absl::SimpleAtoi's int32 syntax: ASCII whitespace around, an optional sign, decimal digits.
+_ATOI = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*")
+_CHANNEL_EXAMPLE = "grpc.max_connection_age_ms=2000,grpc.max_receive_message_length=1048576"
+
+
+def _channel_value(text: str) -> int | str:
+    match = _ATOI.fullmatch(text)
+    if match and -(2**31) <= int(match.group(1)) < 2**31:
+        return int(match.group(1))
+    return text
+
+
+def parse_grpc_channel_arguments(text: str) -> list[ChannelArgument]:
+    """Splits `--grpc_channel_arguments` as tensorflow_model_server does (server.cc).
+
+    The text is split at every ',' and each item at every '='; the key is the first piece and
+    the value the second, with no trimming. A value that absl::SimpleAtoi reads as an int32
+    (surrounding whitespace and a sign allowed) is passed to gRPC as an integer, any other as a
+    string. An empty flag means no arguments.
+
+    Raises:
+        FlagError: an item without '=' (an empty one too, from a doubled or trailing comma).
+            tensorflow_model_server indexes past the end of its list there (undefined
+            behaviour), so such an item is refused rather than guessed at.
+    """
+    if not text:
+        return []
+    arguments = []
+    for position, item in enumerate(text.split(","), start=1):
+        if "=" not in item:
+            what = f"{item!r} is not key=value" if item else f"item {position} is empty"
+            raise FlagError(
+                f"--grpc_channel_arguments={text!r}: {what}; give comma-separated key=value "
+                f"pairs, e.g. {_CHANNEL_EXAMPLE}"
+            )
+        key, value, *rest = item.split("=")
+        dropped = "=" + "=".join(rest) if rest else ""
+        arguments.append(ChannelArgument(key, _channel_value(value), dropped))
+    return arguments
 
 
 def parse_flags(argv: Sequence[str]) -> tuple[Options, list[str]]:
@@ -186,8 +239,16 @@ def check_options(options: Options) -> None:
         raise FlagError(
             "Both server_options.model_base_path and server_options.model_config_file are empty!"
         )
-    if not 0 < options.port < 65536:
-        raise FlagError(f"--port must be a TCP port (1-65535), got {options.port}")
+    if options.port == 0 and not options.grpc_socket_path:
+        raise FlagError(
+            "At least one of server_options.grpc_port or "
+            "server_options.grpc_socket_path must be set."
+        )
+    if not 0 <= options.port < 65536:
+        raise FlagError(
+            f"--port must be a TCP port (1-65535), or 0 with --grpc_socket_path, got {options.port}"
+        )
+    parse_grpc_channel_arguments(options.grpc_channel_arguments)
     if not 0 <= options.rest_api_port < 65536:
         raise FlagError(
             f"--rest_api_port must be 0 (off) or a TCP port, got {options.rest_api_port}"

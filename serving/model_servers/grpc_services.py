@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import stat
 from concurrent import futures
 
 import grpc
@@ -14,11 +16,21 @@ from tensorflow_serving.apis import (
 )
 
 from serving import errors
+from serving.model_servers import flags
 
 log = logging.getLogger("serving")
 
 # TF Serving accepts messages up to 2 GiB both ways; grpcio's server default is 4 MiB.
 MAX_MESSAGE_BYTES = 2**31 - 1
+# The server's own channel arguments. A key given in --grpc_channel_arguments replaces ours: gRPC
+# keeps the first value of a repeated key, so appending the user's after ours would not do.
+DEFAULT_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+)
+# sun_path holds 108 bytes, the last of them the terminating NUL.
+MAX_SOCKET_PATH_BYTES = 107
 
 
 def _rpc(method):
@@ -76,28 +88,69 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return self.core.reload_config(request)
 
 
-def make_server(core, health_state, *, host: str, port: int, max_threads: int, ssl_config=None):
-    """Builds the gRPC server with both TF Serving services (and health) on one port.
+def server_options(channel_arguments: str = "") -> list[tuple[str, int | str]]:
+    """The channel arguments the gRPC server is built with: ours, then `--grpc_channel_arguments`.
+
+    Args:
+        channel_arguments: The flag's text (checked already by `flags.check_options`).
+    """
+    arguments = flags.parse_grpc_channel_arguments(channel_arguments)
+    for argument in arguments:
+        if argument.dropped:
+            log.warning(
+                "--grpc_channel_arguments: %s has a second '='; its value is %r and %r is "
+                "dropped, as tensorflow_model_server does",
+                argument.key,
+                argument.value,
+                argument.dropped,
+            )
+        if argument.key != argument.key.strip():
+            log.warning(
+                "--grpc_channel_arguments: the key %r has spaces around it; gRPC matches keys "
+                "exactly and will ignore it",
+                argument.key,
+            )
+    if arguments:
+        log.info(
+            "gRPC channel arguments: %s",
+            ", ".join(f"{key}={value!r}" for key, value, _ in arguments),
+        )
+    given = {argument.key for argument in arguments}
+    ours = [option for option in DEFAULT_OPTIONS if option[0] not in given]
+    return ours + [(argument.key, argument.value) for argument in arguments]
+
+
+def make_server(
+    core,
+    health_state,
+    *,
+    host: str,
+    port: int,
+    max_threads: int,
+    ssl_config=None,
+    socket_path: str = "",
+    channel_arguments: str = "",
+):
+    """Builds the gRPC server with both TF Serving services (and health) on a port and/or socket.
 
     Args:
         core: The server core the services call.
         health_state: The `grpc.health.v1` state, or None for no health service.
         host: Address to bind.
-        port: Port to bind.
+        port: Port to bind; 0 for none (then `socket_path` is the only listener).
         max_threads: Threads serving RPCs (`--grpc_max_threads`).
         ssl_config: A checked `SSLConfig` (`config.files.read_ssl_config`) for TLS, or None
-            for plaintext.
+            for plaintext. As in TF Serving, it secures the UNIX socket too.
+        socket_path: A UNIX socket to listen on as well (`--grpc_socket_path`), or "". A stale
+            socket file there is replaced; any other file is an error.
+        channel_arguments: `--grpc_channel_arguments`, applied to every listener.
 
     Raises:
-        OSError: the port cannot be bound.
+        OSError: the port or the socket cannot be bound.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="grpc"),
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=server_options(channel_arguments),
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(core), server
@@ -105,17 +158,40 @@ def make_server(core, health_state, *, host: str, port: int, max_threads: int, s
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
     if health_state is not None:
         health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, server)
-    address = f"{host}:{port}"
-    try:
-        if ssl_config is None:
-            bound = server.add_insecure_port(address)
-        else:
-            bound = server.add_secure_port(address, server_credentials(ssl_config))
-    except RuntimeError:
-        bound = 0
-    if not bound:
-        raise OSError(f"cannot bind the gRPC port {address} (in use?)")
+    credentials = None if ssl_config is None else server_credentials(ssl_config)
+    if port:
+        address = f"{host}:{port}"
+        if not _bind(server, address, credentials):
+            raise OSError(f"cannot bind the gRPC port {address} (in use?)")
+    if socket_path and not _bind(server, f"unix:{socket_path}", credentials):
+        raise OSError(
+            f"cannot listen on the UNIX socket {socket_path}: {socket_problem(socket_path)}"
+        )
     return server
+
+
+def _bind(server, address: str, credentials) -> int:
+    try:
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
+    except RuntimeError:
+        return 0
+
+
+def socket_problem(path: str) -> str:
+    """Why gRPC could not listen on the UNIX socket `path`, as far as the file system tells."""
+    size = len(os.fsencode(path))
+    if size > MAX_SOCKET_PATH_BYTES:
+        return f"the path has {size} bytes, a UNIX socket path at most {MAX_SOCKET_PATH_BYTES}"
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        return f"its folder {folder} does not exist"
+    if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
+        return "a file that is not a socket is in the way (only a stale socket is replaced)"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"its folder {folder} is not writable"
+    return "gRPC could not bind it (its log line above says why)"
 
 
 def server_credentials(ssl_config) -> grpc.ServerCredentials:

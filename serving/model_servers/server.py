@@ -193,6 +193,8 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
             port=options.port,
             max_threads=options.grpc_max_threads,
             ssl_config=ssl_config,
+            socket_path=options.grpc_socket_path,
+            channel_arguments=options.grpc_channel_arguments,
         )
         rest_server = None
         if options.rest_api_port:
@@ -216,7 +218,10 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
     trimmer.start()
     if health_state is not None:
         health_state.start()
-    log.info("Running gRPC ModelServer at %s:%d ...", options.host, options.port)
+    if options.port:
+        log.info("Running gRPC ModelServer at %s:%d ...", options.host, options.port)
+    if options.grpc_socket_path:
+        log.info("Running gRPC ModelServer at UNIX socket %s ...", options.grpc_socket_path)
     if rest_server is not None:
         rest_server.start()
         log.info("Exporting HTTP/REST API at:%s:%d ...", options.host, rest_server.port)

@@ -20,10 +20,12 @@ from serving.model_servers import metrics
 from serving.model_servers.flags import (
     IGNORED,
     UNSUPPORTED,
+    ChannelArgument,
     FlagError,
     Options,
     check_options,
     parse_flags,
+    parse_grpc_channel_arguments,
     usage,
 )
 
@@ -309,10 +311,32 @@ def test_neither_config_file_nor_base_path():
     )
 
 
-@pytest.mark.parametrize("port", ["0", "-1"])
-def test_port_must_be_positive(port):
-    with pytest.raises(FlagError, match="--port must be a TCP port"):
-        check_options(_options("--model_base_path=/m", "--port", port))
+def test_port_zero_without_socket_path():
+    # tensorflow_model_server's text (server.cc, Server::BuildAndStart).
+    with pytest.raises(FlagError) as info:
+        check_options(_options("--model_base_path=/m", "--port=0"))
+    assert str(info.value) == (
+        "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set."
+    )
+
+
+def test_port_zero_with_socket_path_is_accepted():
+    options = _options("--model_base_path=/m", "--port=0", "--grpc_socket_path=/tmp/s.sock")
+    check_options(options)
+    assert options.grpc_socket_path == "/tmp/s.sock"
+
+
+def test_socket_path_with_a_port_is_accepted():
+    check_options(_options("--model_base_path=/m", "--grpc_socket_path=relative.sock"))
+
+
+@pytest.mark.parametrize("extra", [[], ["--grpc_socket_path=/tmp/s.sock"]])
+def test_negative_port(extra):
+    with pytest.raises(FlagError) as info:
+        check_options(_options("--model_base_path=/m", "--port", "-1", *extra))
+    assert str(info.value) == (
+        "--port must be a TCP port (1-65535), or 0 with --grpc_socket_path, got -1"
+    )
 
 
 def test_rest_port_equal_to_port():
@@ -334,6 +358,143 @@ def test_bad_base_path_map():
 
 def test_good_base_path_map():
     check_options(_options("--model_config_file=c", "--base_path_map=/models=models"))
+
+
+# --- flags: --grpc_channel_arguments -------------------------------------------------------
+
+_EXAMPLE = "grpc.max_connection_age_ms=2000,grpc.max_receive_message_length=1048576"
+
+
+def test_channel_arguments_empty_flag_means_none():
+    # TF's str_util::Split gives no items for an empty text.
+    assert parse_grpc_channel_arguments("") == []
+
+
+def test_channel_arguments_tf_serving_test_harness_values():
+    # What TF Serving's own tests pass (tensorflow_model_server_test.py, test base).
+    assert parse_grpc_channel_arguments(
+        "grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb,grpc.so_reuseaddr=1"
+    ) == [
+        ("grpc.max_connection_age_ms", 2000, ""),
+        ("grpc.lb_policy_name", "grpclb", ""),
+        ("grpc.so_reuseaddr", 1, ""),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        # absl::SimpleAtoi into an int32: whitespace around and a sign are fine.
+        ("42", 42),
+        (" 42 ", 42),
+        ("\t-7\n", -7),
+        ("+5", 5),
+        ("007", 7),
+        ("-0", 0),
+        ("2147483647", 2147483647),
+        ("-2147483648", -2147483648),
+        # Anything else stays text, as server.cc passes it to gRPC as a string.
+        ("2147483648", "2147483648"),
+        ("-2147483649", "-2147483649"),
+        ("0x10", "0x10"),
+        ("1_000", "1_000"),
+        ("1.5", "1.5"),
+        ("1 2", "1 2"),
+        ("- 5", "- 5"),
+        ("+", "+"),
+        ("\u0663", "\u0663"),  # an Arabic-Indic digit: Python's int() reads it, absl does not
+        ("", ""),
+        ("grpclb", "grpclb"),
+    ],
+)
+def test_channel_argument_int_or_string(raw, value):
+    ((key, parsed, dropped),) = parse_grpc_channel_arguments(f"k={raw}")
+    assert (key, dropped) == ("k", "")
+    assert parsed == value
+    assert type(parsed) is type(value)
+
+
+def test_channel_argument_keys_are_not_trimmed():
+    assert parse_grpc_channel_arguments(" grpc.a =1") == [(" grpc.a ", 1, "")]
+
+
+def test_channel_argument_empty_key_is_kept():
+    assert parse_grpc_channel_arguments("=5") == [("", 5, "")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # server.cc takes the second piece of the split at '=' and drops the rest.
+        ("a=b=c", ChannelArgument("a", "b", "=c")),
+        ("a==c", ChannelArgument("a", "", "=c")),
+        ("a=1=2=3", ChannelArgument("a", 1, "=2=3")),
+    ],
+)
+def test_channel_argument_text_after_a_second_equals_is_dropped(text, expected):
+    assert parse_grpc_channel_arguments(text) == [expected]
+
+
+def test_channel_arguments_keep_order_and_repeats():
+    # Repeated keys all reach gRPC, which settles them as it does under TF Serving.
+    assert parse_grpc_channel_arguments("a=1,b=x,a=2") == [
+        ("a", 1, ""),
+        ("b", "x", ""),
+        ("a", 2, ""),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        ("grpc.foo", "'grpc.foo' is not key=value"),
+        ("a=1,grpc.foo,b=2", "'grpc.foo' is not key=value"),
+        ("a=1,,b=2", "item 2 is empty"),
+        ("a=1,", "item 2 is empty"),
+        (",a=1", "item 1 is empty"),
+        (",", "item 1 is empty"),
+        (" ", "' ' is not key=value"),
+    ],
+)
+def test_malformed_channel_arguments(text, what):
+    with pytest.raises(FlagError) as info:
+        parse_grpc_channel_arguments(text)
+    assert str(info.value) == (
+        f"--grpc_channel_arguments={text!r}: {what}; give comma-separated key=value pairs, "
+        f"e.g. {_EXAMPLE}"
+    )
+
+
+def test_check_options_refuses_malformed_channel_arguments():
+    options = _options("--model_base_path=/m", "--grpc_channel_arguments=a=1,,b=2")
+    with pytest.raises(FlagError, match=r"^--grpc_channel_arguments='a=1,,b=2': item 2 is empty;"):
+        check_options(options)
+
+
+def test_check_options_accepts_channel_arguments():
+    options = _options(
+        "--model_base_path=/m", "--grpc_channel_arguments", "grpc.max_connection_age_ms=1000"
+    )
+    check_options(options)
+    assert options.grpc_channel_arguments == "grpc.max_connection_age_ms=1000"
+
+
+def test_cli_malformed_channel_arguments(capsys):
+    assert cli.main(["--model_base_path=/m", "--grpc_channel_arguments=grpc.foo"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "python -m serving: --grpc_channel_arguments='grpc.foo': 'grpc.foo' is not key=value; "
+        f"give comma-separated key=value pairs, e.g. {_EXAMPLE}\n"
+    )
+
+
+def test_cli_port_zero_without_socket(capsys):
+    assert cli.main(["--model_base_path=/m", "--port=0"]) == 2
+    assert capsys.readouterr().err == (
+        "python -m serving: At least one of server_options.grpc_port or "
+        "server_options.grpc_socket_path must be set.\n"
+    )
 
 
 # --- flags: usage ---------------------------------------------------------------------------
