@@ -24,7 +24,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.model_servers.grpc_services import socket_problem
+from serving.model_servers.grpc_services import MAX_MESSAGE_BYTES, server_options, socket_problem
 from serving.tensors import from_numpy, to_numpy
 from tests.support import (
     CHANNEL_OPTIONS,
@@ -271,7 +271,41 @@ def test_a_file_in_the_way_of_the_socket_fails_start_up(tmp_path):
     assert path.read_text() == "not a socket\n"
 
 
-# -- why a socket cannot be bound (no server process) ----------------------------------------
+# -- no server process: the options gRPC gets, why a socket cannot be bound ------------------
+
+
+def test_server_options_without_channel_arguments():
+    assert server_options("") == [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def test_server_options_user_keys_replace_ours_and_odd_items_are_logged(caplog):
+    caplog.set_level("INFO", logger="serving")
+    options = server_options("grpc.so_reuseport=1,a=b=c, k =1,a=2")
+    assert options == [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 1),
+        ("a", "b"),
+        (" k ", 1),
+        ("a", 2),
+    ]
+    assert [(record.levelname, record.getMessage()) for record in caplog.records] == [
+        (
+            "WARNING",
+            "--grpc_channel_arguments: a has a second '='; its value is 'b' and '=c' is "
+            "dropped, as tensorflow_model_server does",
+        ),
+        (
+            "WARNING",
+            "--grpc_channel_arguments: the key ' k ' has spaces around it; gRPC matches keys "
+            "exactly and will ignore it",
+        ),
+        ("INFO", "gRPC channel arguments: grpc.so_reuseport=1, a='b',  k =1, a=2"),
+    ]
 
 
 def test_socket_problem_path_too_long(tmp_path):
