@@ -1,4 +1,4 @@
-"""Text-format config files (models, batching, monitoring, SSL), parsed with TF Serving's protos."""
+"""Text-format config files (models, batching, monitoring, SSL, session) parsed with real protos."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from google.protobuf import text_format
+from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.config.protos import batching_parameters_pb2, monitoring_config_pb2, ssl_config_pb2
@@ -42,6 +43,45 @@ def read_model_server_config(path: str | Path) -> model_server_config_pb2.ModelS
 def read_batching_parameters(path: str | Path) -> batching_parameters_pb2.BatchingParameters:
     """Parses a `--batching_parameters_file`."""
     return _parse(path, batching_parameters_pb2.BatchingParameters())
+
+
+def session_config(
+    path: str | Path = "",
+    *,
+    parallelism: int = 0,
+    intra_op: int = 0,
+    inter_op: int = 0,
+) -> config_pb2.ConfigProto:
+    """The ConfigProto every version's Session gets, as `tensorflow_model_server` builds it.
+
+    Args:
+        path: `--tensorflow_session_config_file`, a text ConfigProto, or "" for none.
+        parallelism: `--tensorflow_session_parallelism`.
+        intra_op: `--tensorflow_intra_op_parallelism`.
+        inter_op: `--tensorflow_inter_op_parallelism`.
+
+    Returns:
+        The file's ConfigProto (or an empty one) with both thread-pool sizes set from the flags:
+        intra and inter when either is set, else `parallelism` for both (0 means TF's choice).
+        The flags always win over the file's thread counts, as upstream's do.
+
+    Raises:
+        ConfigError: the file is unreadable or does not parse, or all three flags are set.
+    """
+    config = _parse(path, config_pb2.ConfigProto()) if path else config_pb2.ConfigProto()
+    if parallelism > 0 and intra_op > 0 and inter_op > 0:
+        raise ConfigError(
+            "Either configure server_options.tensorflow_session_parallelism or "
+            "(server_options.tensorflow_intra_op_parallelism, "
+            "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure all."
+        )
+    if intra_op > 0 or inter_op > 0:
+        config.intra_op_parallelism_threads = intra_op
+        config.inter_op_parallelism_threads = inter_op
+    else:
+        config.intra_op_parallelism_threads = parallelism
+        config.inter_op_parallelism_threads = parallelism
+    return config
 
 
 def read_monitoring_config(path: str | Path) -> monitoring_config_pb2.MonitoringConfig:

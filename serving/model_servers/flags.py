@@ -48,6 +48,10 @@ class Options:
     enable_serialization_as_tensor_content: bool = False
     enable_signature_method_name_check: bool = False
     saved_model_tags: str = "serve"
+    tensorflow_session_parallelism: int = 0
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    tensorflow_session_config_file: str = ""
     ssl_config_file: str = ""
     version: bool = False
     # Added by this server; tensorflow_model_server has no such flags.
@@ -74,10 +78,6 @@ IGNORED = {
     "num_load_threads": int,
     "num_unload_threads": int,
     "flush_filesystem_caches": bool,
-    "tensorflow_session_parallelism": int,
-    "tensorflow_intra_op_parallelism": int,
-    "tensorflow_inter_op_parallelism": int,
-    "tensorflow_session_config_file": str,
     "per_process_gpu_memory_fraction": float,
     "remove_unused_fields_from_bundle_metagraph": bool,
     "enable_profiler": bool,

@@ -148,8 +148,16 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
             latency=metrics.model_warmup_latency,
         )
     tags = tuple(tag.strip() for tag in options.saved_model_tags.split(",") if tag.strip())
+    session_config = config_lib.session_config(
+        options.tensorflow_session_config_file,
+        parallelism=options.tensorflow_session_parallelism,
+        intra_op=options.tensorflow_intra_op_parallelism,
+        inter_op=options.tensorflow_inter_op_parallelism,
+    )
     manager = ModelManager(
-        loader=lambda name, version, path: load_servable(name, version, path, tags=tags),
+        loader=lambda name, version, path: load_servable(
+            name, version, path, tags=tags, session_config=session_config
+        ),
         warmup=warmup,
         file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
         max_num_load_retries=options.max_num_load_retries,

@@ -227,11 +227,11 @@ def test_ignored_flags_are_returned_not_set():
     assert ignored == [
         "num_load_threads",
         "enable_profiler",
-        "tensorflow_session_parallelism",
         "per_process_gpu_memory_fraction",
         "flush_filesystem_caches",
     ]
-    assert options == dataclasses.replace(Options(), port=9000)
+    # The session's thread pools are honoured (serving.config.files.session_config).
+    assert options == dataclasses.replace(Options(), port=9000, tensorflow_session_parallelism=2)
 
 
 def test_ignored_bool_flag_followed_by_flag():
