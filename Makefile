@@ -39,11 +39,14 @@ $(TOOLS_STAMP): tools-constraints.txt
 	touch $(TOOLS_STAMP)
 
 ## Run the whole suite except `slow` tests.
+## g++ builds the conformance checker (export/conformance) against the TensorFlow wheel.
 test: $(STAMP) $(TOOLS_STAMP)
+	command -v g++ >/dev/null || (apt-get update && apt-get install -y g++)
 	$(PY) -m pytest -m "not slow"
 
 ## Everything, slow tests included.
 test-all: $(STAMP) $(TOOLS_STAMP)
+	command -v g++ >/dev/null || (apt-get update && apt-get install -y g++)
 	$(PY) -m pytest
 
 ## ruff (lint and format) and the import-linter layer contracts of docs/architecture.md.
