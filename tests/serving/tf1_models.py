@@ -98,7 +98,11 @@ def _parse(serialized):
         "x": v1.io.FixedLenFeature([1], tf.float32),
         "x2": v1.io.FixedLenFeature([1], tf.float32, default_value=[0.0]),
     }
-    return v1.io.parse_example(serialized, features)
+    parsed = v1.io.parse_example(serialized, features)
+    for tensor in parsed.values():
+        # TF 1.x inferred [-1, 1] even from a serialized tensor of unknown rank; TF 2.x does not.
+        tensor.set_shape([None, 1])
+    return parsed
 
 
 def write_half_plus_two(
@@ -109,6 +113,7 @@ def write_half_plus_two(
     b: float = 2.0,
     c: float = 3.0,
     predict_examples: bool = True,
+    classify_x2: bool = False,
 ) -> Path:
     """Writes TF Serving's half_plus_two test model (y = a*x + b) as version `version`.
 
@@ -126,6 +131,8 @@ def write_half_plus_two(
         c: The intercept of y2 and y3, a variable.
         predict_examples: Also add `predict_examples`, a predict signature taking serialized
             `tf.Example`s (inputs "examples" -> outputs "y").
+        classify_x2: Also add `classify_x2_to_y3` (classify, inputs x2 -> scores y3), as
+            TensorFlow's own `cc/saved_model/testdata/half_plus_two` has.
 
     Returns:
         The version directory.
@@ -152,6 +159,8 @@ def write_half_plus_two(
         }
         if predict_examples:
             signatures["predict_examples"] = _signature({"examples": examples}, {"y": y}, PREDICT)
+        if classify_x2:
+            signatures["classify_x2_to_y3"] = _signature({"inputs": x2}, {"scores": y3}, CLASSIFY)
         return signatures, main_op
 
     return _publish(base_path, version, build)
