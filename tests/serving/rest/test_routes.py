@@ -18,6 +18,7 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     predict_pb2,
+    regression_pb2,
 )
 
 from serving import errors
@@ -120,7 +121,13 @@ class FakeCore:
         return response
 
     def regress(self, request, entrypoint="GRPC"):
-        raise errors.unimplemented("Regress signatures are not supported")
+        self.calls.append(("regress", request, entrypoint))
+        self._resolve(request.model_spec)
+        if request.model_spec.signature_name == "nosig":
+            raise errors.invalid_argument("No signature was found with the name: nosig")
+        response = regression_pb2.RegressionResponse()
+        response.result.regressions.add(value=42)
+        return response
 
     def metrics_text(self):
         return "# TYPE :tensorflow:serving:request_count counter\n"
@@ -238,8 +245,8 @@ def test_predict_several_outputs_and_bytes(rest):
         ("POST", "/v1/models/half:predict", b"", 400, "JSON Parse error: The document is empty"),
         ("POST", "/v1/models/half:predict", {"signature_name": "halves", "inputs": [1.5]}, 501,
          "Conversion of JSON Value: 1.5 to type: half"),
-        ("POST", "/v1/models/half:regress", {"examples": [{"x": 1}]}, 501,
-         "Regress signatures are not supported"),
+        ("POST", "/v1/models/half:regress", {"signature_name": "nosig", "examples": [{"x": 1}]},
+         400, "No signature was found with the name: nosig"),
         ("POST", "/v1/models/half:classify", {}, 400,
          "JSON Value: {} When method is classify, key 'examples' is expected and was not found"),
     ],
@@ -301,6 +308,15 @@ def test_classify_results(rest):
     assert request.input.example_list_with_context.examples[0].features.feature[
         "x"
     ].float_list.value == [1.5]
+
+
+def test_regress_results(rest):
+    body = {"signature_name": "regress_x_to_y", "examples": [{"x": 80.0}]}
+    status, _, text = call(rest, "POST", "/v1/models/half/versions/1:regress", body)
+    assert (status, json.loads(text)) == (200, {"results": [42]})
+    request = rest.core.calls[-1][1]
+    assert request.model_spec.signature_name == "regress_x_to_y"
+    assert request.model_spec.version.value == 1
 
 
 def test_timeout_answers_504(rest):
