@@ -203,8 +203,9 @@ def test_bad_input_never_falls_back(client, car):
         client.segment([car, b"not an image"])
     assert caught.value.code == "BAD_INPUT"
     with pytest.raises(ClientError) as caught:
-        client.transport.predict("unet", {"image": np.zeros((1, 5, 5, 3), np.float32)})
+        client.transport.predict("unet", {"picture": np.zeros((1, 8, 8, 3), np.float32)})
     assert caught.value.code == "INVALID_ARGUMENT"
+    assert "image" in str(caught.value)  # gRPC and REST each name the input that is wrong
 
 
 def test_status_and_metadata(client):

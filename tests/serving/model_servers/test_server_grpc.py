@@ -187,8 +187,11 @@ def test_predict_errors_match_tf_serving(predict, req, code, text):
 
 
 def test_wrong_shape_and_bad_tensor_content(predict):
-    error = call_error(predict.Predict, request(signature="matrix", m=np.ones((2, 4), np.float32)))
+    # Shapes are the session's to refuse, with TF's own text (as under TF Serving).
+    req = request(signature="two_inputs", a=np.ones(2, np.float32), b=np.ones(3, np.float32))
+    error = call_error(predict.Predict, req)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Incompatible shapes: [2] vs. [3]" in error.details()
     bad = from_numpy(x(1.0, 2.0), tensor_content=True)
     bad.tensor_content = bad.tensor_content[:-1]
     error = call_error(predict.Predict, request(x=bad))
