@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -40,6 +41,9 @@ class Options:
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 0
     max_num_load_retries: int = 5
+    # 0 loads (and unloads) one version at a time on the manager's thread, as upstream.
+    num_load_threads: int = 0
+    num_unload_threads: int = 0
     load_retry_interval_micros: int = 60_000_000
     monitoring_config_file: str = ""
     grpc_max_threads: int = 4 * _CPUS
@@ -59,8 +63,16 @@ class Options:
     base_path_map: str = ""
     # Seconds that requests in flight get after SIGTERM/SIGINT before connections are closed.
     drain_seconds: float = 30.0
-    # Bytes of decoded input tensors one Predict may declare (gRPC and REST alike).
+    # Bytes of decoded input tensors one Predict may declare (gRPC and REST alike); gRPC's
+    # message limit follows it.
     max_request_tensor_bytes: int = 512 * 2**20
+    # Decoded input bytes of all requests in flight together (RESOURCE_EXHAUSTED above it).
+    max_inflight_tensor_bytes: int = 2**30
+    # Items (dimension 0 of each input) one request may carry, batching on or off.
+    max_request_items: int = 64
+    # How long a reload from --model_config_file's poller waits for its loads (an RPC's own
+    # deadline bounds HandleReloadConfigRequest) before it answers and frees the next reload.
+    model_config_reload_timeout_seconds: float = 60.0
     # REST limits: body (413), request head (431), URL (414), time to send the head and the
     # body (408), open connections (503), and how long an idle keep-alive connection stays.
     rest_api_max_body_bytes: int = 64 * 2**20
@@ -68,15 +80,15 @@ class Options:
     rest_api_max_url_bytes: int = 8 * 2**10
     rest_api_header_timeout_seconds: float = 10.0
     rest_api_body_timeout_seconds: float = 60.0
-    rest_api_max_connections: int = 256
+    # How long a client may take to read an answer before its connection is closed.
+    rest_api_write_timeout_seconds: float = 30.0
+    rest_api_max_connections: int = 2048
     rest_api_idle_timeout_seconds: float = 75.0
 
 
 # Flags tensorflow_model_server accepts that change nothing here (TF runtime tuning, caches,
 # profiler). They are accepted so that a production command line runs unchanged.
 IGNORED = {
-    "num_load_threads": int,
-    "num_unload_threads": int,
     "flush_filesystem_caches": bool,
     "per_process_gpu_memory_fraction": float,
     "remove_unused_fields_from_bundle_metagraph": bool,
@@ -100,9 +112,15 @@ UNSUPPORTED = {
 }
 
 _TYPES = {field.name: field.type for field in dataclasses.fields(Options)}
-# Limits and timeouts of ours that only make sense above zero.
+# Values that only make sense above zero (ours, and thread counts that 0 would deadlock).
 _POSITIVE = (
+    "grpc_max_threads",
+    "rest_api_num_threads",
     "max_request_tensor_bytes",
+    "max_inflight_tensor_bytes",
+    "max_request_items",
+    "model_config_reload_timeout_seconds",
+    "rest_api_write_timeout_seconds",
     "rest_api_max_body_bytes",
     "rest_api_max_header_bytes",
     "rest_api_max_url_bytes",
@@ -111,7 +129,18 @@ _POSITIVE = (
     "rest_api_max_connections",
     "rest_api_idle_timeout_seconds",
 )
+# Counts and durations where 0 has a meaning and a negative value has none.
+_NON_NEGATIVE = (
+    "num_load_threads",
+    "num_unload_threads",
+    "max_num_load_retries",
+    "load_retry_interval_micros",
+    "num_request_iterations_for_warmup",
+    "drain_seconds",
+)
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+# tensorflow_model_server's integer flags are int32 or int64; none here takes more.
+_INT_RANGE = (-(2**63), 2**63 - 1)
 
 
 def _convert(name: str, kind: str | type, raw: str):
@@ -123,9 +152,14 @@ def _convert(name: str, kind: str | type, raw: str):
             return False
         raise FlagError(f"--{name} expects true or false, got {raw!r}")
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
         raise FlagError(f"--{name} expects {kind.__name__}, got {raw!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise FlagError(f"--{name} expects a finite number, got {raw!r}")
+    if kind is int and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+        raise FlagError(f"--{name} is out of range (a 64-bit integer), got {raw!r}")
+    return value
 
 
 class ChannelArgument(NamedTuple):
@@ -257,12 +291,19 @@ def check_options(options: Options) -> None:
         raise FlagError(f"--rest_api_port ({options.rest_api_port}) must differ from --port")
     if options.base_path_map and "=" not in options.base_path_map:
         raise FlagError(f"--base_path_map expects PREFIX=DIR, got {options.base_path_map!r}")
-    if options.drain_seconds < 0:
-        raise FlagError(f"--drain_seconds must be 0 or more, got {options.drain_seconds:g}")
+    for name in _NON_NEGATIVE:
+        value = getattr(options, name)
+        if value < 0:
+            raise FlagError(f"--{name} must be 0 or more, got {value:g}")
     for name in _POSITIVE:
         value = getattr(options, name)
         if not value > 0:
             raise FlagError(f"--{name} must be greater than 0, got {value:g}")
+    if options.max_inflight_tensor_bytes < options.max_request_tensor_bytes:
+        raise FlagError(
+            f"--max_inflight_tensor_bytes ({options.max_inflight_tensor_bytes}) must be at "
+            f"least --max_request_tensor_bytes ({options.max_request_tensor_bytes})"
+        )
 
 
 def usage() -> str:
@@ -278,8 +319,9 @@ def usage() -> str:
         "",
         "The flags from --host on are this server's own: the address to bind (default",
         "127.0.0.1); PREFIX=DIR to read a config's base_path PREFIX/... from DIR/...; the",
-        "drain deadline after SIGTERM; the bytes of input tensors one Predict may declare;",
-        'and the REST API\'s limits (README, "Security").',
+        "drain deadline after SIGTERM; the bytes of input tensors one Predict may declare",
+        "and all requests in flight together; the items one request may carry; how long a",
+        'poller reload waits; and the REST API\'s limits (README, "Security").',
         f"Accepted and ignored: {', '.join('--' + n for n in sorted(IGNORED))}",
     ]
     return "\n".join(lines)

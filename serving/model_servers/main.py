@@ -17,10 +17,13 @@ from collections.abc import Sequence
 from serving.model_servers import flags
 
 log = logging.getLogger("serving")
+# tensorflow_model_server's `return -1` from main, as the shell sees it.
+FLAG_FAILURE = 255
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parses the flags, then serves. Flag errors are one line on stderr and exit 2."""
+    """Parses the flags, then serves. Flag errors are one line on stderr and exit 255, the
+    status tensorflow_model_server gives a flag it cannot parse (`return -1`)."""
     argv = sys.argv[1:] if argv is None else argv
     if any(arg in ("-h", "--help", "-help") for arg in argv):
         print(flags.usage())
@@ -33,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flags.check_options(options)
     except flags.FlagError as error:
         print(f"python -m serving: {error}", file=sys.stderr)
-        return 2
+        return FLAG_FAILURE
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s.%(msecs)03d %(levelname).1s serving] %(message)s",

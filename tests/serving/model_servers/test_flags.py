@@ -154,6 +154,16 @@ def test_boolean_does_not_swallow_a_non_boolean_word():
         (["--rest_api_port=1.5"], "--rest_api_port expects int, got '1.5'"),
         (["--enable_batching=maybe"], "--enable_batching expects true or false, got 'maybe'"),
         (["--num_load_threads=x"], "--num_load_threads expects int, got 'x'"),
+        (["--drain_seconds=nan"], "--drain_seconds expects a finite number, got 'nan'"),
+        (["--drain_seconds=inf"], "--drain_seconds expects a finite number, got 'inf'"),
+        (
+            ["--rest_api_write_timeout_seconds=-Infinity"],
+            "--rest_api_write_timeout_seconds expects a finite number, got '-Infinity'",
+        ),
+        (
+            ["--max_request_items=" + "9" * 30],
+            f"--max_request_items is out of range (a 64-bit integer), got '{'9' * 30}'",
+        ),
         (
             ["--per_process_gpu_memory_fraction=half"],
             "--per_process_gpu_memory_fraction expects float, got 'half'",
@@ -215,7 +225,7 @@ def test_unsupported_flag_rejected_even_without_value():
 def test_ignored_flags_are_returned_not_set():
     options, ignored = parse_flags(
         [
-            "--num_load_threads=4",
+            "--xla_cpu_compilation_enabled=true",
             "--port=9000",
             "--enable_profiler",
             "--tensorflow_session_parallelism",
@@ -225,7 +235,7 @@ def test_ignored_flags_are_returned_not_set():
         ]
     )
     assert ignored == [
-        "num_load_threads",
+        "xla_cpu_compilation_enabled",
         "enable_profiler",
         "per_process_gpu_memory_fraction",
         "flush_filesystem_caches",
@@ -480,7 +490,7 @@ def test_check_options_accepts_channel_arguments():
 
 
 def test_cli_malformed_channel_arguments(capsys):
-    assert cli.main(["--model_base_path=/m", "--grpc_channel_arguments=grpc.foo"]) == 2
+    assert cli.main(["--model_base_path=/m", "--grpc_channel_arguments=grpc.foo"]) == 255
     out, err = capsys.readouterr()
     assert out == ""
     assert err == (
@@ -490,7 +500,7 @@ def test_cli_malformed_channel_arguments(capsys):
 
 
 def test_cli_port_zero_without_socket(capsys):
-    assert cli.main(["--model_base_path=/m", "--port=0"]) == 2
+    assert cli.main(["--model_base_path=/m", "--port=0"]) == 255
     assert capsys.readouterr().err == (
         "python -m serving: At least one of server_options.grpc_port or "
         "server_options.grpc_socket_path must be set.\n"
@@ -530,7 +540,7 @@ def test_cli_help(flag, capsys):
 
 
 def test_cli_unknown_flag(capsys):
-    assert cli.main(["--bogus=1"]) == 2
+    assert cli.main(["--bogus=1"]) == 255
     out, err = capsys.readouterr()
     assert out == ""
     assert err == (
@@ -540,7 +550,7 @@ def test_cli_unknown_flag(capsys):
 
 
 def test_cli_check_options_error(capsys):
-    assert cli.main(["--port=9000"]) == 2
+    assert cli.main(["--port=9000"]) == 255
     out, err = capsys.readouterr()
     assert out == ""
     assert err.strip().endswith("model_config_file are empty!")
@@ -925,6 +935,16 @@ def test_ports_out_of_range(flag):
             "--rest_api_header_timeout_seconds=0",
             "--rest_api_header_timeout_seconds must be greater than 0, got 0",
         ),
+        ("--grpc_max_threads=0", "--grpc_max_threads must be greater than 0, got 0"),
+        ("--rest_api_num_threads=-2", "--rest_api_num_threads must be greater than 0, got -2"),
+        ("--max_request_items=0", "--max_request_items must be greater than 0, got 0"),
+        ("--num_load_threads=-1", "--num_load_threads must be 0 or more, got -1"),
+        ("--max_num_load_retries=-3", "--max_num_load_retries must be 0 or more, got -3"),
+        (
+            "--max_inflight_tensor_bytes=1000",
+            "--max_inflight_tensor_bytes (1000) must be at least --max_request_tensor_bytes "
+            "(536870912)",
+        ),
     ],
 )
 def test_limits_must_be_positive(flag, message):
@@ -932,3 +952,14 @@ def test_limits_must_be_positive(flag, message):
     with pytest.raises(FlagError) as info:
         check_options(options)
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "flag", ["--drain_seconds=nan", "--grpc_max_threads=0", "--num_unload_threads=-1"]
+)
+def test_cli_out_of_range_flags_exit_255_with_one_line(flag, capsys):
+    assert cli.main(["--model_base_path=/m", flag]) == 255
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"python -m serving: {flag.partition('=')[0]} ")
+    assert err.count("\n") == 1
