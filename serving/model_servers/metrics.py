@@ -4,6 +4,12 @@ TF Serving exports TF monitoring metrics with every non-alphanumeric character o
 into `:`, and its counters carry no `_total` suffix. The exposition is written here rather than with
 `prometheus_client`, whose counters always append `_total`, so dashboards built for the real
 server work unchanged.
+
+Labels are bounded: `model_name` is a configured model or `UNKNOWN_MODEL`, never a name a client
+made up (TF Serving keeps one series per name any client sends). A model that a reload removes
+keeps its series, since counters must not go down while the process lives; requests naming it
+afterwards are unknown. The other labels come from the server: the API, the entrypoint, a status
+code name, a model path, a thread pool name.
 """
 
 from __future__ import annotations
@@ -11,6 +17,9 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
+
+# The `model_name` of requests naming no configured model (or none at all).
+UNKNOWN_MODEL = "(unknown)"
 
 # TF Serving's latency histograms: exponential buckets from 10 us by a factor 1.8 (33 of them).
 LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))

@@ -23,7 +23,7 @@ from tensorflow_serving.apis import (
 
 from serving import errors
 from serving.config import files as config_lib
-from serving.model_servers.metrics import Metrics
+from serving.model_servers.metrics import UNKNOWN_MODEL, Metrics
 from serving.servables import classifier, inference, multi_inference, predict, regressor
 
 log = logging.getLogger("serving")
@@ -75,9 +75,15 @@ class Core:
 
     @contextlib.contextmanager
     def _measure(self, request, api: str, entrypoint: str):
-        """Counts the request and records its latency, as TF Serving does per model."""
+        """Counts the request and records its latency, as TF Serving does per model.
+
+        Only a model in the current config is a label of its own; any other name is counted
+        under `UNKNOWN_MODEL`, since each label value is a series kept for the server's life.
+        """
         start = time.perf_counter()
         model = request.model_spec.name if request.HasField("model_spec") else ""
+        if model not in self.manager.model_names():
+            model = UNKNOWN_MODEL
         try:
             yield
         except errors.ServingError as error:
