@@ -166,9 +166,16 @@ class Declared(NamedTuple):
     shape: tuple[int, ...]
     # The number of elements the shape declares.
     count: int
-    # The bytes decoding it would allocate: `count` times the NumPy item size (8 for the object
-    # pointers of a DT_STRING array), plus for strings the string bytes the message carries.
+    # What decoding it and feeding it to TensorFlow costs: `count` times the NumPy item size;
+    # for strings see `STRING_ELEMENT_BYTES`.
     nbytes: int
+
+
+# A DT_STRING element costs its 8-byte NumPy pointer, a Python bytes object (33 bytes and up)
+# and the 24-byte string TF copies it into when it is fed: measured at 36 (empty) to 85 bytes
+# (7 bytes long) a element. On top of that every element's bytes are copied once by TF, and the
+# values the message carries once more as Python bytes.
+STRING_ELEMENT_BYTES = 64
 
 
 def declared(proto) -> Declared:
@@ -177,34 +184,56 @@ def declared(proto) -> Declared:
     A typed `*_val` field broadcasts its last value to the whole shape, so a tiny message can
     declare gigabytes; this tells a server what `decode` would allocate before it does. It also
     makes `decode`'s cheap checks (supported type, valid shape, `tensor_content` size of a
-    numeric tensor), so a proto it accepts fails `decode` only for a DT_STRING
-    `tensor_content` whose length prefixes are broken.
+    numeric tensor, at least a length byte per element of a DT_STRING `tensor_content`), so a
+    proto it accepts fails `decode` only for a DT_STRING `tensor_content` whose length prefixes
+    are broken. Its cost does not grow with the element count.
 
     Args:
         proto: a TensorProto (TensorFlow's, or `common.wire`'s).
 
     Returns:
-        The declared shape, element count and bytes.
+        The declared shape, element count and bytes. For strings the bytes are an upper bound:
+        the values present are counted as the message's size, which holds them all.
 
     Raises:
-        TensorError: for a DataType with no NumPy form, a bad shape, or a numeric
-            `tensor_content` that does not hold exactly `count` elements.
+        TensorError: for a DataType with no NumPy form, a bad shape, or a `tensor_content`
+            that cannot hold `count` elements.
     """
     spec = _SPECS.get(proto.dtype)
     if spec is None:
         raise TensorError(f"cannot decode a {dtype_name(proto.dtype)} tensor")
     shape = shape_of(proto)
     count = math.prod(shape)
-    nbytes = count * spec.numpy.itemsize
     if spec.numpy.kind == "O":
-        # Only the bytes present count: a broadcast string shares one bytes object.
-        nbytes += len(proto.tensor_content) or sum(map(len, proto.string_val))
-    elif proto.tensor_content and count and len(proto.tensor_content) != nbytes:
+        return Declared(shape, count, count and _string_bytes(proto, count))
+    nbytes = count * spec.numpy.itemsize
+    if proto.tensor_content and count and len(proto.tensor_content) != nbytes:
         raise TensorError(
             f"tensor_content has {len(proto.tensor_content)} bytes; {count} {spec.numpy} "
             f"elements need {nbytes}"
         )
     return Declared(shape, count, nbytes)
+
+
+def _string_bytes(proto, count: int) -> int:
+    """A DT_STRING tensor's cost (see `STRING_ELEMENT_BYTES`), read without decoding it."""
+    content = proto.tensor_content
+    if content:
+        if count > len(content):
+            raise TensorError(
+                f"DT_STRING tensor_content of {len(content)} bytes cannot hold {count} elements "
+                "(each needs a length byte)"
+            )
+        # The values, and their prefixes, are at most the content's size; TF copies them once.
+        return count * STRING_ELEMENT_BYTES + 2 * len(content)
+    values = proto.string_val
+    if not values:
+        return count * STRING_ELEMENT_BYTES
+    # The message's size bounds the values present (summing them would convert each one); the
+    # last value is repeated for the elements they do not cover, and TF copies every element.
+    present = proto.ByteSize()
+    padding = max(count - len(values), 0) * len(values[-1])
+    return count * STRING_ELEMENT_BYTES + 2 * present + padding
 
 
 def decode(proto, *, widen_bfloat16: bool = False) -> np.ndarray:
@@ -251,9 +280,7 @@ def decode(proto, *, widen_bfloat16: bool = False) -> np.ndarray:
 def _from_content(content: bytes, spec: _Spec, count: int) -> np.ndarray:
     """`Helper<T>::Decode`: the raw little-endian buffer must hold exactly `count` elements."""
     if spec.numpy.kind == "O":
-        values = np.empty(count, dtype=object)
-        values[:] = _decode_string_list(content, count)
-        return values
+        return _decode_string_list(content, count)
     expected = count * spec.numpy.itemsize
     if len(content) != expected:
         raise TensorError(
@@ -266,36 +293,74 @@ def _from_content(content: bytes, spec: _Spec, count: int) -> np.ndarray:
     return np.frombuffer(content, dtype=spec.numpy.newbyteorder("<")).astype(spec.numpy)
 
 
-def _decode_string_list(content: bytes, count: int) -> list[bytes]:
-    """TF's `DecodeStringList`: `count` varint32 lengths, then the bytes, and nothing more."""
-    sizes, pos = [], 0
-    for _ in range(count):
-        size, shift = 0, 0
-        while True:
-            if pos >= len(content) or shift > 28:
-                raise TensorError("DT_STRING tensor_content ends inside its length prefixes")
-            byte = content[pos]
-            pos += 1
-            size |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        sizes.append(size)
-    if sum(sizes) != len(content) - pos:
+# Elements parsed at a time, which bounds the parse's own arrays to a few MB.
+_CHUNK = 1 << 16
+# A varint32 has at most five bytes (TF's GetVarint32 gives up after the fifth).
+_VARINT32_BYTES = 5
+
+
+def _decode_string_list(content: bytes, count: int) -> np.ndarray:
+    """TF's `DecodeStringList`: `count` varint32 lengths, then the bytes, and nothing more.
+
+    The prefixes are parsed with NumPy a chunk of elements at a time, twice (to check them all,
+    then to cut the values), so nothing but the result grows with `count`; only the values
+    themselves become Python objects, one per element.
+    """
+    data = np.frombuffer(content, dtype=np.uint8)
+    if count > len(data):
+        raise TensorError("DT_STRING tensor_content ends inside its length prefixes")
+    # First pass: check every prefix and the total; each chunk's first prefix is remembered.
+    chunks, pos, total, longest = [], 0, 0, 0
+    for first in range(0, count, _CHUNK):
+        sizes, after = _varints(data, pos, min(_CHUNK, count - first))
+        chunks.append((first, pos, sizes.size))
+        total, longest, pos = total + int(sizes.sum()), max(longest, int(sizes.max())), after
+    if total != len(content) - pos:
         raise TensorError("DT_STRING tensor_content lengths do not add up to its size")
-    out = []
-    for size in sizes:
-        out.append(content[pos : pos + size])
-        pos += size
-    return out
+    values = np.empty(count, dtype=object)
+    if not longest:
+        values.fill(b"")
+        return values
+    # Second pass: the same prefixes again, a chunk's values at a time.
+    start = pos
+    for first, prefix, n in chunks:
+        sizes, _ = _varints(data, prefix, n)
+        ends = (np.cumsum(sizes) + start).tolist()
+        starts = [start, *ends[:-1]]
+        values[first : first + n] = [content[a:b] for a, b in zip(starts, ends, strict=True)]
+        start = ends[-1]
+    return values
+
+
+def _varints(data: np.ndarray, pos: int, n: int) -> tuple[np.ndarray, int]:
+    """`n` varint32s from `data[pos:]`, as TF's GetVarint32 reads them; and the position after."""
+    window = data[pos : pos + _VARINT32_BYTES * n]
+    ends = np.flatnonzero(window < 0x80)[:n]
+    if len(ends) < n:
+        raise TensorError("DT_STRING tensor_content ends inside its length prefixes")
+    starts = np.empty(n, dtype=np.int64)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    widths = ends - starts + 1
+    if int(widths.max()) > _VARINT32_BYTES:
+        raise TensorError("DT_STRING tensor_content has a length prefix over five bytes")
+    values = np.zeros(n, dtype=np.int64)
+    for k in range(int(widths.max())):
+        rows = np.flatnonzero(widths > k)
+        values[rows] |= (window[starts[rows] + k].astype(np.int64) & 0x7F) << (7 * k)
+    # GetVarint32 accumulates into a uint32: bits past the 32nd are dropped.
+    values &= 0xFFFFFFFF
+    return values, pos + int(ends[-1]) + 1
 
 
 def _from_field(proto, spec: _Spec, count: int) -> np.ndarray:
     """`FromProtoField<T>`: extras ignored, a short list padded with its last value, none -> 0."""
     field = getattr(proto, spec.field)
     if spec.numpy.kind == "O":
-        values = np.empty(len(field), dtype=object)
-        values[:] = list(field)
+        # Values past the shape are ignored, so they are not converted either.
+        kept = field[:count] if len(field) > count else list(field)
+        values = np.empty(len(kept), dtype=object)
+        values[:] = kept
     elif spec.field == "half_val":
         # 16-bit patterns stored as int32; TF's static_cast<uint16> keeps the low 16 bits.
         bits = np.asarray(field, dtype=np.int32).astype(np.uint16)
