@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import re
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 import grpc
 from google.protobuf import json_format
@@ -32,6 +32,7 @@ from serving.rest.json.response import (
     regression_json,
 )
 from serving.rest.json.tensor import parse_predict_request
+from serving.rest.json.text import printable
 from serving.tensors import from_numpy, to_numpy
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,8 @@ class RestServer:
         try:
             return 200, self._process(method, path, body)
         except ServingError as error:
-            return error.http_status, error_json(error.message)
+            # Names echoed from the request may hold bytes that are not UTF-8: shown escaped.
+            return error.http_status, error_json(printable(error.message))
 
     def _process(self, method: str, path: str, body: bytes) -> str:
         groups, parsed = ("", "", "", ""), None
@@ -179,14 +181,14 @@ class RestServer:
     def _classify(self, spec: model_pb2.ModelSpec, body: bytes) -> str:
         signature, request_input = parse_examples_request(body)
         request = classification_pb2.ClassificationRequest(model_spec=spec, input=request_input)
-        request.model_spec.signature_name = signature
+        request.model_spec.signature_name = _text(signature, "Signature name")
         response = self._core.classify(request, entrypoint="REST")
         return classification_json(response.result)
 
     def _regress(self, spec: model_pb2.ModelSpec, body: bytes) -> str:
         signature, request_input = parse_examples_request(body)
         request = regression_pb2.RegressionRequest(model_spec=spec, input=request_input)
-        request.model_spec.signature_name = signature
+        request.model_spec.signature_name = _text(signature, "Signature name")
         response = self._core.regress(request, entrypoint="REST")
         return regression_json(response.result)
 
@@ -217,15 +219,35 @@ class RestServer:
 
 def _model_spec(name: str, version: str, label: str) -> model_pb2.ModelSpec:
     """`ParseModelInfo` + `FillModelSpecWithNameVersionAndLabel`, URL-decoding name and label."""
-    spec = model_pb2.ModelSpec(name=unquote(name))
+    spec = model_pb2.ModelSpec(name=_decode(name, "model name"))
     if version:
-        number = int(version)
-        if number > _INT64_MAX:
+        # absl::SimpleAtoi: any number of leading zeros, then a value that fits int64.
+        digits = version.lstrip("0") or "0"
+        if len(digits) > len(str(_INT64_MAX)) or int(digits) > _INT64_MAX:
             raise invalid_argument(f"Failed to convert version: {version} to numeric.")
-        spec.version.value = number
+        spec.version.value = int(digits)
     if label:
-        spec.version_label = unquote(label)
+        spec.version_label = _decode(label, "model version label")
     return spec
+
+
+def _decode(segment: str, what: str) -> str:
+    """A %-encoded path segment as text; protobuf names are UTF-8, so other bytes are a 400."""
+    try:
+        return unquote_to_bytes(segment).decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid_argument(
+            f"Failed to decode {what}:{segment}: the %-decoded bytes are not UTF-8"
+        ) from None
+
+
+def _text(value: str, what: str) -> str:
+    """A name from the JSON body, refused unless it is UTF-8 (protobuf strings must be)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid_argument(f"{what} is not valid UTF-8: '{printable(value)}'") from None
+    return value
 
 
 def _proto_json(message, *, preserve_names: bool = True) -> str:

@@ -11,7 +11,7 @@ from tensorflow_serving.apis import input_pb2
 
 from serving.errors import invalid_argument
 from serving.rest.json.tensor import format_error, parse_object, signature_name
-from serving.rest.json.text import json_type
+from serving.rest.json.text import json_type, printable
 from serving.rest.json.values import decode_b64, is_b64
 
 _KIND_NAMES = {
@@ -67,6 +67,13 @@ def _fill_example(value: Any, example: example_pb2.Example) -> None:
     if not isinstance(value, dict):
         raise invalid_argument(f"Example must be JSON object but got JSON {json_type(value)}")
     for name, content in value.items():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            # Feature names are protobuf map keys, which must be UTF-8 text.
+            raise invalid_argument(
+                f"Feature name is not valid UTF-8: '{printable(name)}'"
+            ) from None
         feature = feature_pb2.Feature()
         for item in content if isinstance(content, list) else [content]:
             _add_value(item, name, feature)

@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from serving.errors import invalid_argument
+from serving.rest.json import refusals
 from serving.rest.json.floats import decimal_bytes
 
 # JsonValueToDebugString stops writing once its buffer holds this many bytes.
@@ -59,18 +60,21 @@ def loads(body: bytes) -> Any:
     body = body.removeprefix(b"\xef\xbb\xbf")
     try:
         # orjson takes every document that is strict JSON in valid UTF-8, several times faster
-        # than the standard library; what it refuses (NaN and Infinity tokens, integers beyond
-        # 64 bits, invalid UTF-8, very deep nesting, errors) goes the exact way below.
+        # than the standard library; what it refuses (NaN and Infinity tokens, numbers beyond a
+        # double, lone surrogates, invalid UTF-8, very deep nesting, errors) goes the exact way
+        # below.
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
     text = body.decode("utf-8", "surrogateescape")
+    # rapidjson reports the first failure in the document: Python's own, or one it lets pass.
+    failure: tuple[int, str] | None = None
     try:
-        return json.loads(text)
+        doc = json.loads(text, **refusals.number_hooks(text))
     except json.JSONDecodeError as error:
-        message = _parse_message(error, text)
-        offset = len(text[: error.pos].encode("utf-8", "surrogateescape"))
-        raise invalid_argument(f"JSON Parse error: {message} at offset: {offset}") from None
+        failure = error.pos, _parse_message(error, text)
+    except refusals.NumberTooBigError:
+        failure = refusals.too_big_offset(text), refusals.TOO_BIG
     except RecursionError:
         # Python's parser recurses once per level and stops near the interpreter's recursion
         # limit (rapidjson would recurse until the stack runs out): a clear 400 instead.
@@ -78,6 +82,13 @@ def loads(body: bytes) -> Any:
             "JSON Parse error: arrays and objects nest too deeply: this server parses up to "
             f"about {sys.getrecursionlimit()} levels, and a tensor has at most 64 dimensions"
         ) from None
+    surrogate = refusals.lone_surrogate_offset(text)
+    if surrogate is not None and (failure is None or surrogate < failure[0]):
+        failure = surrogate, refusals.BAD_SURROGATE
+    if failure is None:
+        return doc
+    offset = len(text[: failure[0]].encode("utf-8", "surrogateescape"))
+    raise invalid_argument(f"JSON Parse error: {failure[1]} at offset: {offset}")
 
 
 def _parse_message(error: json.JSONDecodeError, text: str) -> str:
@@ -108,6 +119,15 @@ def _innermost_container(text: str, pos: int) -> str:
         elif char in "]}" and stack:
             stack.pop()
     return stack[-1] if stack else ""
+
+
+def printable(text: str) -> str:
+    """`text` as valid UTF-8: bytes that are not UTF-8 (surrogate escapes) become `\\xNN`."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def quote(text: str) -> str:
