@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,9 +34,14 @@ BOX_FORMAT = ("x", "y", "h", "w")
 
 DEFAULT_CLASS_NAMES = ("ellipse", "rectangle", "triangle")
 
-# The most pixels an encoded-image request may decode to (4096 x 4096): TF's decoders allocate
-# what a header declares, so the bytes signature checks it first, and the client refuses too.
+# The most pixels an encoded image, and a request's images together, may decode to (4096 x
+# 4096): TF's decoders allocate what a header declares, so it is checked before decoding (the
+# rule is `Preprocessing`'s), and the client refuses too.
 DEFAULT_MAX_PIXELS = 2**24
+# The most scans a progressive JPEG may have: libjpeg passes over all its coefficients once a
+# scan, so a few kilobytes of repeated scans cost seconds. Ten times the 10 scans of libjpeg's
+# standard progression.
+DEFAULT_MAX_JPEG_SCANS = 100
 
 
 @dataclass(frozen=True)
@@ -63,9 +69,15 @@ class Preprocessing:
     The image is converted to `channels` channels, resized to `size` (height, width) with
     `resize_method` (antialiased when `antialias`), then mapped to `value * scale + offset`
     as float32. Training, the in-graph bytes signature and the client all follow it.
-    `max_pixels` is the pixel budget: the bytes signature refuses, before decoding, a request
-    whose images declare more pixels (width x height, all frames of a GIF) in total, and the
-    client refuses a larger image before decoding it. A JPEG much larger than the input is
+    `max_pixels` is the pixel budget, counted from headers before anything is decoded (width x
+    height, all frames of a GIF), and `max_jpeg_scans` bounds a progressive JPEG's scans:
+    - the bytes signature's graph refuses each image over either, alone, so its answer does
+      not depend on which requests a server batches together; where the signature pads every
+      output to the batch's largest image (`pads_outputs`), each side is at most `max_side`;
+    - the server refuses a request whose images together are over `max_pixels` (padded
+      outputs: count x largest height x largest width) before it joins a batch (the embedded
+      server only: TF Serving has the graph's per-image checks alone);
+    - the client refuses a larger image before decoding it. A JPEG much larger than the input is
     decoded at a reduced DCT scale (`jpeg_scale`, libjpeg's 1/2, 1/4 or 1/8 decoding) and
     resized from there; `jpeg_margin` is how many times the input size the scaled image must
     keep on both sides (0 decodes every JPEG at full size).
@@ -79,6 +91,40 @@ class Preprocessing:
     offset: float = 0.0
     max_pixels: int = DEFAULT_MAX_PIXELS
     jpeg_margin: float = 2.0
+    max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
+
+    @property
+    def max_side(self) -> int:
+        """The longest side of an image whose output is padded: a padded output is then at
+        most `max_pixels`, whatever the other images in its batch."""
+        return math.isqrt(self.max_pixels)
+
+
+def pads_outputs(signature: SignatureSpec) -> bool:
+    """Whether a bytes signature pads every image's output to the largest (height and width
+    both dynamic, as the unet's masks at each image's own size)."""
+    return any(len(t.shape) == 4 and t.shape[1:3] == (None, None) for t in signature.outputs)
+
+
+def encoded_image_inputs(contract: Contract) -> dict[str, str]:
+    """{signature: input alias} of every input that takes encoded images (a string input of a
+    model with pre-processing), the inputs that `Preprocessing.max_pixels` bounds."""
+    if contract.preprocessing is None:
+        return {}
+    return {
+        sig.name: spec.name
+        for sig in contract.signatures
+        for spec in sig.inputs
+        if spec.dtype == "string"
+    }
+
+
+def pixel_budget_text(signature: str, max_pixels: int, per: str) -> str:
+    """The end of every pixel-budget refusal (graph, server): `per` is "image" or "request"."""
+    return (
+        f"{signature} takes at most {max_pixels} pixels per {per} "
+        "(max_pixels of the model contract)"
+    )
 
 
 # libjpeg decodes a JPEG at 1/1, 1/2, 1/4 or 1/8 of its size for a fraction of the work.

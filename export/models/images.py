@@ -11,7 +11,7 @@ from PIL import Image
 from client import preprocess as client_pre
 from common.contract import BYTES_SIGNATURE, DEFAULT_SIGNATURE, Contract
 from export.models.base import SKEW_ATOL, close
-from export.models.pixels import check_batch, check_image
+from export.models.pixels import check_image
 from training.data.preprocess import decode_image, prepare_image
 
 INPUT_KINDS = ("image", "image_bytes")
@@ -24,22 +24,23 @@ def decode_images(
 
     JPEGs are decoded at the contract's DCT scale (`training.data.preprocess.decode_image`);
     the sizes are each image's own. Nothing is decoded before every image's header has been
-    read and the request is within the contract's pixel budget (`export.models.pixels`).
+    read and each image is within the contract's budget (`export.models.pixels`); the
+    request's total is the server's to check, since a batching server runs several requests
+    through one call.
 
     Args:
         image_bytes: the encoded images.
-        contract: the model's contract (pre-processing and `max_pixels`).
-        padded: the caller pads outputs to the largest image, which the budget counts too.
+        contract: the model's contract (pre-processing and its pixel budget).
+        padded: the caller pads outputs to the largest image, so each side is bounded too.
     """
     pre = contract.preprocessing
-    budget = pre.max_pixels
     indices = tf.range(tf.shape(image_bytes, out_type=tf.int64)[0])
     sizes = tf.map_fn(
-        lambda args: check_image(args[0], args[1], budget),
+        lambda args: check_image(args[0], args[1], pre, padded=padded),
         (image_bytes, indices),
-        fn_output_signature=tf.TensorSpec([5], tf.int64),
+        fn_output_signature=tf.TensorSpec([6], tf.int64),
     )
-    with tf.control_dependencies([check_batch(sizes, budget, padded=padded)]):
+    with tf.control_dependencies([sizes]):
         image_bytes = tf.identity(image_bytes)
 
     def one(data):

@@ -1,4 +1,4 @@
-"""The pixel budget of `serve_bytes`, enforced in the graph before any image is decoded.
+"""The pixel budget of `serve_bytes`, enforced in the graph for each image before it is decoded.
 
 TensorFlow's decoders allocate what an image's header declares: a 34 KB PNG that says
 6000x6000 costs hundreds of megabytes, and `decode_image` accepts up to 2^29 pixels. The
@@ -9,15 +9,25 @@ at bytes 18..26 (a negative height means top-down rows); GIF from every frame's 
 descriptor, because TF's GIF decoder reads all frames into buffers of their own declared size
 and answers at the largest frame's size, whatever the logical screen (bytes 6..10) says.
 Other formats TF could decode (WebP, JPEG XL) are refused: their size is not checked here.
+A JPEG's scans are counted too: libjpeg passes over every coefficient once a scan, so a few
+kilobytes of repeated progressive scans cost seconds of CPU.
+
+Every check here is one image's alone (`Preprocessing` in `common.contract` states the rule):
+a graph run by a batching server sees several requests' images at once, and must not let one
+request fail another. The request's total is the server's (`serving.servables.pixels`).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
+from common.contract import Preprocessing, pixel_budget_text
+
 _HEAD = 32
 # Problems a header can have; 0 is none.
-_OK, _TRUNCATED, _MALFORMED, _UNKNOWN, _TOO_MANY_BLOCKS, _TOO_LARGE = range(6)
+_OK, _TRUNCATED, _MALFORMED, _UNKNOWN, _TOO_MANY_BLOCKS, _TOO_LARGE, _TOO_WIDE, _TOO_MANY_SCANS = (
+    range(8)
+)
 # What a GIF walk reads at most, since every step costs microseconds in a graph loop (the
 # limits bound it to about a second): blocks (a frame is two or three: its control extension,
 # its descriptor) and data sub-blocks (of 255 bytes: a 2^24-pixel GIF of noise needs 100,000).
@@ -113,7 +123,7 @@ def _gif(data: tf.Tensor, length: tf.Tensor) -> tf.Tensor:
     problem = tf.where(length < 13, _TRUNCATED, tf.where(cut, _TOO_MANY_BLOCKS, _OK))
     # The rasters of all frames, or the output at the largest frame's size, whichever is more.
     pixels = tf.maximum(total, width * height)
-    return tf.stack([width, height, frames, pixels, tf.cast(problem, tf.int64)])
+    return tf.stack([width, height, frames, pixels, tf.cast(problem, tf.int64), zero])
 
 
 def image_size(data: tf.Tensor) -> tf.Tensor:
@@ -123,7 +133,8 @@ def image_size(data: tf.Tensor) -> tf.Tensor:
         data: one encoded image (a scalar string).
 
     Returns:
-        int64 [5]: width, height, frames, pixels to decode and a problem code (0 for none).
+        int64 [6]: width, height, frames, pixels to decode, a problem code (0 for none) and
+        a JPEG's scans (0 for other formats).
 
     Raises:
         InvalidArgumentError: (when run) from `extract_jpeg_shape` for a broken JPEG header.
@@ -136,13 +147,13 @@ def image_size(data: tf.Tensor) -> tf.Tensor:
         matches = [head[i] == byte for i, byte in enumerate(signature)]
         return tf.reduce_all(tf.stack(matches)) & (length >= len(signature))
 
-    def result(width, height, problem, frames=1):
-        values = [width, height, frames, width * height, problem]
+    def result(width, height, problem, frames=1, scans=0):
+        values = [width, height, frames, width * height, problem, scans]
         return tf.stack([tf.cast(value, tf.int64) for value in values])
 
     def jpeg():
         shape = tf.image.extract_jpeg_shape(data, output_type=tf.int64)
-        return result(shape[1], shape[0], _OK)
+        return result(shape[1], shape[0], _OK, scans=_jpeg_scans(data))
 
     def png():
         problem = tf.where(
@@ -169,32 +180,48 @@ def image_size(data: tf.Tensor) -> tf.Tensor:
     return tf.switch_case(index, [*functions, lambda: result(0, 0, _UNKNOWN, 0)])
 
 
-def _budget_text(budget: int) -> str:
-    return (
-        f"serve_bytes takes at most {budget} pixels per request (max_pixels of the model contract)"
-    )
+def _jpeg_scans(data: tf.Tensor) -> tf.Tensor:
+    """The SOS markers (FF DA) in a JPEG: one a scan.
+
+    Entropy-coded data never holds them (an FF there is followed by 00 or a restart marker),
+    so only a segment's payload (EXIF, a comment) can add one that is not a scan: a count
+    that is never short, found in one vectorised pass.
+    """
+    body = tf.io.decode_raw(data, tf.uint8)
+    pairs = (body[:-1] == 0xFF) & (body[1:] == 0xDA)
+    return tf.reduce_sum(tf.cast(pairs, tf.int64))
 
 
-def check_image(data: tf.Tensor, index: tf.Tensor, budget: int) -> tf.Tensor:
-    """Reads one image's size and fails unless it is readable and within `budget` pixels.
+def check_image(
+    data: tf.Tensor, index: tf.Tensor, pre: Preprocessing, *, padded: bool = False
+) -> tf.Tensor:
+    """Reads one image's header and fails unless the image alone is within the contract.
 
     Args:
         data: one encoded image (a scalar string).
         index: its position in the request, for the message.
-        budget: the contract's `max_pixels`.
+        pre: the contract's pre-processing (`max_pixels`, `max_side`, `max_jpeg_scans`).
+        padded: the signature pads every output to the largest image (the unet's masks), so
+            each side is bounded too.
 
     Returns:
-        int64 [5] as `image_size`, once the check has passed.
+        int64 [6] as `image_size`, once the check has passed.
 
     Raises:
-        InvalidArgumentError: (when run) naming the image, its size and the budget, or why its
+        InvalidArgumentError: (when run) naming the image, its size and the limit, or why its
             header cannot be read.
     """
+    budget, side, max_scans = pre.max_pixels, pre.max_side, pre.max_jpeg_scans
     size = image_size(data)
-    width, height, frames, pixels, problem = tf.unstack(size)
-    too_large = tf.constant(_TOO_LARGE, tf.int64)
-    problem = tf.where((problem == _OK) & (pixels > budget), too_large, problem)
-    budget_text = _budget_text(budget)
+    width, height, frames, pixels, problem, scans = tf.unstack(size)
+    over = [
+        (pixels > budget, _TOO_LARGE),
+        ((width > side) | (height > side) if padded else tf.constant(False), _TOO_WIDE),
+        (scans > max_scans, _TOO_MANY_SCANS),
+    ]
+    for condition, code in over:  # the first that holds is the one reported
+        problem = tf.where((problem == _OK) & condition, tf.constant(code, tf.int64), problem)
+    budget_text = pixel_budget_text("serve_bytes", budget, "image")
     # One message per problem code, then the animated GIF's (all its frames are decoded).
     messages = [
         ("", []),
@@ -213,6 +240,17 @@ def check_image(data: tf.Tensor, index: tf.Tensor, budget: int) -> tf.Tensor:
         ),
         ("image {} is {}x{} = {} pixels; " + budget_text, [index, width, height, pixels]),
         (
+            "image {} is {}x{}; serve_bytes pads every output to the largest image, so it takes "
+            f"at most {side} pixels a side (max_pixels of the model contract)",
+            [index, width, height],
+        ),
+        (
+            "image {} is a JPEG of {} scans; "
+            f"serve_bytes takes at most {max_scans} (libjpeg passes over the whole image once a "
+            "scan)",
+            [index, scans],
+        ),
+        (
             "image {} is a GIF of {} frames up to {}x{}, {} pixels to decode; " + budget_text,
             [index, frames, width, height, pixels],
         ),
@@ -223,33 +261,3 @@ def check_image(data: tf.Tensor, index: tf.Tensor, budget: int) -> tf.Tensor:
     check = tf.debugging.Assert(problem == _OK, [tf.gather(texts, choice)])
     with tf.control_dependencies([check]):
         return tf.identity(size)
-
-
-def check_batch(sizes: tf.Tensor, budget: int, *, padded: bool) -> tf.Operation:
-    """Fails when the request's images together exceed the budget.
-
-    Args:
-        sizes: int64 [N, 5] from `check_image`.
-        budget: the contract's `max_pixels`.
-        padded: the signature pads every image's output to the largest height and width (the
-            unet's masks), so N x largest height x largest width counts too.
-    """
-    count = tf.shape(sizes, out_type=tf.int64)[0]
-    total = tf.reduce_sum(sizes[:, 3])
-    checks = [
-        tf.debugging.Assert(
-            total <= budget,
-            [
-                tf.strings.format("the {} images are {} pixels together; ", [count, total])
-                + _budget_text(budget)
-            ],
-        )
-    ]
-    if padded:
-        width, height = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
-        area = count * width * height
-        message = tf.strings.format(
-            "the {} outputs padded to {}x{} are {} pixels; ", [count, width, height, area]
-        )
-        checks.append(tf.debugging.Assert(area <= budget, [message + _budget_text(budget)]))
-    return tf.group(checks)

@@ -1,4 +1,8 @@
-"""The in-graph pixel budget: image sizes read from headers, refused before decoding."""
+"""The in-graph pixel budget: image sizes read from headers, refused before decoding.
+
+Every check is one image's alone, so a request's answer does not depend on the requests a
+server batches it with; the request's total is the server's (`serving.servables.pixels`).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,23 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from common.contract import DEFAULT_MAX_PIXELS, unet_contract
+from common.contract import (
+    DEFAULT_MAX_JPEG_SCANS,
+    DEFAULT_MAX_PIXELS,
+    localizer_contract,
+    pads_outputs,
+    unet_contract,
+)
 from export.models.images import decode_images
 from export.models.pixels import GIF_BLOCK_LIMIT, GIF_SUB_BLOCK_LIMIT, image_size
 
 BUDGET_TEXT = (
-    f"serve_bytes takes at most {DEFAULT_MAX_PIXELS} pixels per request "
+    f"serve_bytes takes at most {DEFAULT_MAX_PIXELS} pixels per image "
     "(max_pixels of the model contract)"
+)
+SIDE_TEXT = (
+    "serve_bytes pads every output to the largest image, so it takes at most 4096 pixels a "
+    "side (max_pixels of the model contract)"
 )
 
 
@@ -52,6 +66,14 @@ def decode():
     return call
 
 
+def repeat_last_scan(data: bytes, times: int) -> bytes:
+    """A progressive JPEG with its last scan repeated: libjpeg warns of a bogus progression
+    but reads every repeat, each one a pass over all the image's coefficients. A flat image's
+    refinement scan is a few bytes, so thousands of scans fit in tens of kilobytes."""
+    end = data.rindex(b"\xff\xd9")
+    return data[:end] + data[data.rindex(b"\xff\xda") : end] * times + data[end:]
+
+
 def refusal(decode, *images) -> str:
     """The assertion's text of a refused request."""
     with pytest.raises(tf.errors.InvalidArgumentError) as caught:
@@ -64,8 +86,8 @@ def refusal(decode, *images) -> str:
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP"])
 def test_sizes_come_from_the_header(size_of, fmt):
     data = encode(noise(37, 53), fmt)
-    # width, height, frames, pixels, problem
-    assert size_of(data) == [53, 37, 1, 53 * 37, 0]
+    # width, height, frames, pixels, problem, scans (a baseline JPEG has one)
+    assert size_of(data) == [53, 37, 1, 53 * 37, 0, int(fmt == "JPEG")]
 
 
 def test_bmp_heights_may_be_negative(size_of):
@@ -96,6 +118,7 @@ def test_a_huge_declared_image_is_refused_before_decoding(decode):
 def test_every_format_is_checked(decode):
     big = Image.new("RGB", (4200, 4000))
     assert refusal(decode, encode(big, "JPEG")).startswith("image 0 is 4200x4000 = 16800000")
+    assert refusal(decode, encode(big, "PNG")).endswith(BUDGET_TEXT)
     bmp = bytearray(encode(Image.new("RGB", (8, 8)), "BMP"))
     bmp[18:26] = (5000).to_bytes(4, "little") + (-5000).to_bytes(4, "little", signed=True)
     assert refusal(decode, bytes(bmp)).startswith("image 0 is 5000x5000 = 25000000 pixels")
@@ -110,16 +133,55 @@ def test_every_format_is_checked(decode):
     )
 
 
-def test_the_request_counts_all_its_images_and_padded_outputs(decode):
+def test_each_image_is_checked_alone_so_batching_changes_nothing(decode):
+    # Two 3000x3000 images are 18 Mpx together: the request total is the server's to refuse,
+    # since a graph run by a batching server sees the images of several requests at once.
     three = encode(Image.new("RGB", (3000, 3000)), "PNG")
-    assert refusal(decode, three, three) == (
-        f"the 2 images are 18000000 pixels together; {BUDGET_TEXT}"
+    small = encode(noise(20, 90), "PNG")
+    assert decode(three, three, small) == decode(three) + decode(three) + decode(small)
+
+
+def test_padded_outputs_bound_each_side(decode):
+    # unet's serve_bytes pads every mask to the batch's largest height and width: with each
+    # side within 4096, a padded mask is within the budget whatever its batch-mates are.
+    tall = encode(Image.new("RGB", (1, 4097)), "PNG")
+    assert refusal(decode, tall) == f"image 0 is 1x4097; {SIDE_TEXT}"
+    wide = encode(Image.new("RGB", (4096, 1)), "PNG")
+    assert decode(wide, encode(Image.new("RGB", (1, 4096)), "PNG")) == [[1, 4096], [4096, 1]]
+
+
+def test_the_padded_signatures_are_the_contracts():
+    # `pads_outputs` is what the server reads; the unet's serve_bytes is the one that pads.
+    padding = [
+        (contract.model_name, sig.name)
+        for contract in (unet_contract(16), localizer_contract(16))
+        for sig in contract.signatures
+        if pads_outputs(sig)
+    ]
+    assert padding == [("unet", "serve_bytes")]
+
+
+def test_a_progressive_jpeg_may_have_a_bounded_number_of_scans(size_of, decode):
+    progressive = encode(noise(37, 53), "JPEG", progressive=True)
+    assert progressive.count(b"\xff\xda") == 10
+    assert decode(progressive) == [[37, 53]]
+    crafted = repeat_last_scan(progressive, DEFAULT_MAX_JPEG_SCANS - 10)
+    assert decode(crafted) == [[37, 53]]
+    crafted = repeat_last_scan(progressive, DEFAULT_MAX_JPEG_SCANS - 9)
+    assert refusal(decode, crafted) == (
+        f"image 0 is a JPEG of {DEFAULT_MAX_JPEG_SCANS + 1} scans; serve_bytes takes at most "
+        f"{DEFAULT_MAX_JPEG_SCANS} (libjpeg passes over the whole image once a scan)"
     )
-    tall = encode(Image.new("RGB", (1, 4100)), "PNG")
-    wide = encode(Image.new("RGB", (4100, 1)), "PNG")
-    assert refusal(decode, tall, wide) == (
-        f"the 2 outputs padded to 4100x4100 are 33620000 pixels; {BUDGET_TEXT}"
-    )
+
+
+def test_thousands_of_scans_are_refused_before_decoding(decode):
+    # 60 KB that libjpeg took 11 s to decode (2000 scans of a 2048x2048 image).
+    flat = encode(Image.new("RGB", (2048, 2048), (90, 20, 200)), "JPEG", progressive=True)
+    crafted = repeat_last_scan(flat, 2000)
+    assert len(crafted) < 100_000
+    start = time.perf_counter()
+    assert refusal(decode, crafted).startswith("image 0 is a JPEG of 2010 scans; ")
+    assert time.perf_counter() - start < 5.0  # milliseconds on an idle machine
 
 
 @pytest.mark.parametrize(
