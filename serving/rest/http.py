@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import secrets
 import socket
 import ssl
 import threading
@@ -61,6 +62,16 @@ class HttpLimits:
 def error_body(message: str) -> bytes:
     """TF Serving's REST error body (`{ "error": "..." }`), as every REST error is written."""
     return error_json(message).encode("utf-8")
+
+
+def internal_error(method: str, path: str) -> str:
+    """Logs the exception being handled under a new request id; returns the 500's message.
+
+    The answer names no exception: its text may hold internals (paths, values, code).
+    """
+    request_id = secrets.token_hex(8)
+    log.error("REST request id %s: %s %s failed", request_id, method, path[:200], exc_info=True)
+    return f"Internal error: the server log has the details under request id {request_id}"
 
 
 def _raw_response(status: int, message: str) -> bytes:
@@ -259,9 +270,8 @@ class _App:
         except TimeoutError:
             # Python cannot stop the model mid-run; the answer goes back now, the work finishes.
             status, payload, content_type = 504, error_body(TIMEOUT_MESSAGE), JSON_TYPE
-        except Exception as error:  # a bug must still get an answer, not a dropped connection
-            log.exception("REST handler failed on %s %s", scope["method"], path)
-            status, payload = 500, error_body(f"Internal error: {error!r}")
+        except Exception:  # a bug must still get an answer, not a dropped connection
+            status, payload = 500, error_body(internal_error(scope["method"], path))
             content_type = JSON_TYPE
         await _answer(send, status, payload, content_type, False)
 

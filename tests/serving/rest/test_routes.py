@@ -6,6 +6,8 @@ these are unit tests of the REST layer only; integration tests run the real serv
 
 import http.client
 import json
+import logging
+import re
 import threading
 import time
 
@@ -325,12 +327,24 @@ def test_timeout_answers_504(rest):
     assert (status, json.loads(text)) == (504, {"error": "Timed out waiting for notification"})
 
 
-def test_handler_bug_is_a_500_and_the_connection_survives(rest):
+def test_handler_bug_is_a_500_and_the_connection_survives(rest, caplog):
+    """A bug's answer names no exception: a request id, which the logged traceback carries."""
     connection = http.client.HTTPConnection("127.0.0.1", rest.port, timeout=10)
-    status, content_type, text = call(rest, "POST", "/v1/models/buggy:predict", {"instances": [1]},
-                                      connection=connection)  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="serving"):
+        status, content_type, text = call(rest, "POST", "/v1/models/buggy:predict",
+                                          {"instances": [1]}, connection=connection)  # fmt: skip
     assert (status, content_type) == (500, "application/json")
-    assert "ZeroDivisionError" in json.loads(text)["error"]
+    error = json.loads(text)["error"]
+    match = re.fullmatch(
+        r"Internal error: the server log has the details under request id ([0-9a-f]{16})", error
+    )
+    assert match, error
+    logged = [r for r in caplog.records if match.group(1) in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info[0] is ZeroDivisionError
+    assert "POST /v1/models/buggy:predict" in logged[0].getMessage()
+    # Each failure gets its own id.
+    again = json.loads(call(rest, "POST", "/v1/models/buggy:predict", {"instances": [1]})[2])
+    assert again["error"] != error
     # Keep-alive: the same connection answers the next request.
     assert call(rest, "GET", "/v1/models/half", connection=connection)[0] == 200
     connection.close()
