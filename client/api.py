@@ -39,6 +39,7 @@ from client.routing import Router, route
 from client.served import contract_from_metadata
 from client.shadow import ShadowRecorder
 from client.tls import TLSFiles
+from client.transport import MAX_RESPONSE_BYTES
 from common.contract import DEFAULT_SIGNATURE
 
 FALLBACK_POLICIES = ("auto", "never", "only")
@@ -128,12 +129,19 @@ class ServingClient:
         *,
         timeout: float = 30.0,
         tls: TLSFiles | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
         **options,
     ) -> ServingClient:
-        """A client over gRPC; `tls` (a `client.tls.TLSFiles`) makes the channel TLS."""
+        """A client over gRPC; `tls` (a `client.tls.TLSFiles`) makes the channel TLS.
+
+        A call whose answer is over `max_response_bytes` fails with RESOURCE_EXHAUSTED.
+        """
         from client.transport import GrpcTransport
 
-        return cls(GrpcTransport(target, timeout=timeout, tls=tls), **options)
+        transport = GrpcTransport(
+            target, timeout=timeout, tls=tls, max_response_bytes=max_response_bytes
+        )
+        return cls(transport, **options)
 
     @classmethod
     def rest(
@@ -142,12 +150,20 @@ class ServingClient:
         *,
         timeout: float = 30.0,
         tls: TLSFiles | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
         **options,
     ) -> ServingClient:
-        """A client over REST; an https:// URL uses `tls` (or the system's roots)."""
+        """A client over REST; an https:// URL uses `tls` (or the system's roots).
+
+        `timeout` bounds each call as a whole, however slowly the answer arrives; an answer over
+        `max_response_bytes` fails with RESOURCE_EXHAUSTED before more of it is read.
+        """
         from client.rest_transport import RestTransport
 
-        return cls(RestTransport(url, timeout=timeout, tls=tls), **options)
+        transport = RestTransport(
+            url, timeout=timeout, tls=tls, max_response_bytes=max_response_bytes
+        )
+        return cls(transport, **options)
 
     def __enter__(self) -> ServingClient:
         return self

@@ -29,6 +29,7 @@ from client.fallbacks import METHODS
 from client.pictures import color_instances, draw_box, overlay_mask, sample_grid
 from client.preprocess import load_rgb
 from client.tls import add_tls_arguments, tls_from_args
+from client.transport import MAX_RESPONSE_BYTES
 from common.cli import Parser, fail, parse_args
 
 # Exit statuses: some images failed; usage (argparse's own); the server failed, no fallback.
@@ -76,7 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--server", default="127.0.0.1:8500", metavar="HOST:PORT", help="gRPC server"
     )
     where.add_argument("--rest", metavar="URL", help="use REST at URL instead of gRPC")
-    server.add_argument("--timeout", type=_positive(float), metavar="S", help="seconds per call")
+    server.add_argument(
+        "--timeout", type=_positive(float), metavar="S", help="seconds per call, all included"
+    )
+    server.add_argument(
+        "--max-response-mib",
+        type=_positive(float),
+        default=MAX_RESPONSE_BYTES / 2**20,
+        metavar="MIB",
+        help="refuse answers larger than this (default %(default)g MiB)",
+    )
     add_tls_arguments(server)
 
     version = argparse.ArgumentParser(add_help=False)
@@ -317,7 +327,7 @@ def _localize_line(r: dict[str, Any]) -> str:
 
 
 def _make_client(args: argparse.Namespace) -> ServingClient:
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"max_response_bytes": max(int(args.max_response_mib * 2**20), 1)}
     if args.timeout is not None:
         options["timeout"] = args.timeout
     for name in ("fallback", "method", "cleanup"):
@@ -344,8 +354,8 @@ def _positive(kind: type) -> Callable[[str], Any]:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number greater than 0")
         return value
 
     parse.__name__ = kind.__name__

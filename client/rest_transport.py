@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import http.client
+import io
 import json
+import math
+import socket
 import threading
 import time
 import urllib.parse
@@ -17,6 +20,7 @@ from client.errors import BAD_INPUT, ClientError
 from client.json_values import from_json, predict_body
 from client.tls import TLSFiles
 from client.transport import (
+    MAX_RESPONSE_BYTES,
     REST_INFO_TTL_S,
     _code_name,
     _metadata_dict,
@@ -26,9 +30,93 @@ from client.transport import (
 )
 from common.status import code_for_http_status
 
+# Bytes asked of the socket at a time while reading an answer.
+_READ_BYTES = 2**20
+
+
+class _DeadlineSocket:
+    """A connected (TLS) socket whose reads and sends end by the connection's deadline.
+
+    A plain socket timeout bounds one read and is renewed by every byte, so a server that
+    trickles its answer could hold a call for ever; this bounds the call as a whole. Like
+    `socket.makefile`, the socket stays open while a reader made from it is: http.client
+    closes the connection before reading an answer that ends when the server closes.
+    """
+
+    def __init__(self, sock: socket.socket, conn: _HTTPConnection | _HTTPSConnection):
+        self._sock, self._conn = sock, conn
+        self._readers, self._closed = 0, False
+
+    def makefile(self, mode: str = "rb", *args, **kwargs) -> io.BufferedReader:
+        self._readers += 1
+        return io.BufferedReader(_DeadlineReader(self))
+
+    def recv_into(self, buffer) -> int:
+        self._sock.settimeout(_seconds_left(self._conn.deadline))
+        return self._sock.recv_into(buffer)
+
+    def sendall(self, data) -> None:
+        # Since Python 3.5 the timeout bounds the whole sendall, not each send.
+        self._sock.settimeout(_seconds_left(self._conn.deadline))
+        self._sock.sendall(data)
+
+    def close(self) -> None:
+        self._closed = True
+        if not self._readers:
+            self._sock.close()
+
+    def release(self) -> None:
+        """A reader is closed; the socket closes with the last one if `close` came first."""
+        self._readers -= 1
+        if self._closed and not self._readers:
+            self._sock.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The raw reads under an answer's buffered reader."""
+
+    def __init__(self, sock: _DeadlineSocket):
+        super().__init__()
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self._sock.recv_into(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            self._sock.release()
+
+
+def _seconds_left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("deadline reached")
+    return left
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    """HTTP whose connect, sends and reads all end by `deadline` (time.monotonic())."""
+
+    deadline = math.inf
+
+    def connect(self) -> None:
+        self.timeout = _seconds_left(self.deadline)
+        super().connect()
+        self.sock = _DeadlineSocket(self.sock, self)
+
 
 class _HTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS that may check the certificate against another name than the host dialled."""
+    """HTTPS that ends by `deadline` and may check the certificate against another name than
+    the host dialled."""
+
+    deadline = math.inf
 
     def __init__(self, host, port=None, *, context, server_name=None):
         super().__init__(host, port, context=context)
@@ -36,10 +124,35 @@ class _HTTPSConnection(http.client.HTTPSConnection):
 
     def connect(self) -> None:
         # HTTPSConnection.connect, with the name to verify taken from server_name; proxies
-        # (whose tunnel the parent handles) are never used by the transport.
+        # (whose tunnel the parent handles) are never used by the transport. The handshake
+        # itself is bounded per read only, as ssl runs it.
+        self.timeout = _seconds_left(self.deadline)
         http.client.HTTPConnection.connect(self)
+        self.sock.settimeout(_seconds_left(self.deadline))
         name = self._server_name or self.host
-        self.sock = self._context.wrap_socket(self.sock, server_hostname=name)
+        tls = self._context.wrap_socket(self.sock, server_hostname=name)
+        self.sock = _DeadlineSocket(tls, self)
+
+
+def _read_body(response: http.client.HTTPResponse, cap: int) -> bytearray:
+    """The answer's body, refused as soon as it is known to exceed `cap` bytes."""
+    if response.length is not None and response.length > cap:
+        raise _too_large(cap, f"announces {response.length} bytes, over")
+    body = bytearray()
+    while chunk := response.read(min(_READ_BYTES, cap + 1 - len(body))):
+        body += chunk
+        if len(body) > cap:
+            raise _too_large(cap, "is longer than")
+    return body
+
+
+def _too_large(cap: int, how: str) -> ClientError:
+    # RESOURCE_EXHAUSTED, as gRPC reports a message over the channel's receive limit.
+    return ClientError(
+        "RESOURCE_EXHAUSTED",
+        f"the answer {how} the client's limit of {cap} bytes: raise max_response_bytes "
+        "(--max-response-mib on the command line) if answers this large are expected",
+    )
 
 
 def _loads(payload: bytes):
@@ -72,6 +185,7 @@ class RestTransport(_Transport):
         retries: int = 3,
         backoff: float = 0.1,
         tls: TLSFiles | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ):
         """Prepares the transport (nothing connects before the first call).
 
@@ -82,12 +196,15 @@ class RestTransport(_Transport):
             backoff: Base of the backoff in seconds: retry n waits up to backoff * 2**n.
             tls: The CA, client certificate and key for https:// (`TLSFiles()`, like None,
                 trusts the system's roots and shows no certificate).
+            max_response_bytes: Largest answer body read; a longer one fails the call with
+                RESOURCE_EXHAUSTED before more than this is buffered.
 
         Raises:
-            ValueError: A URL that is not http(s)://HOST..., or `tls` with an http:// URL.
+            ValueError: A URL that is not http(s)://HOST..., or `tls` with an http:// URL,
+                or a max_response_bytes below 1.
             ClientError: BAD_INPUT for a TLS file that is missing or not PEM.
         """
-        super().__init__(timeout, retries, backoff)
+        super().__init__(timeout, retries, backoff, max_response_bytes)
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"expected an http:// or https:// URL, not {url!r}")
@@ -99,7 +216,7 @@ class RestTransport(_Transport):
                 _HTTPSConnection, context=tls.ssl_context(), server_name=tls.server_name
             )
         else:
-            self._factory = http.client.HTTPConnection
+            self._factory = _HTTPConnection
         self._host, self._port, self._prefix = parts.hostname, parts.port, parts.path.rstrip("/")
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -108,7 +225,7 @@ class RestTransport(_Transport):
         self._info: dict[tuple, tuple[float, dict | None]] = {}
         self._closed = False
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> _HTTPConnection | _HTTPSConnection:
         if self._closed:
             raise ValueError("the transport is closed")
         conn = getattr(self._local, "conn", None)
@@ -125,17 +242,20 @@ class RestTransport(_Transport):
 
         def attempt(seconds: float) -> Any:
             conn = self._connection()
-            conn.timeout = seconds
+            # Connecting, sending and reading (however slowly the answer trickles in) all end
+            # by this deadline.
+            conn.deadline = time.monotonic() + seconds
             # A kept-alive connection that the server has since closed fails on first use. That
             # says nothing about the server, so the request is redone at once on a new one.
             for fresh in (conn.sock is None, True):
-                if conn.sock is not None:
-                    conn.sock.settimeout(seconds)
                 try:
                     conn.request(method, self._prefix + path, data, headers)
                     response = conn.getresponse()
-                    payload = response.read()
+                    payload = _read_body(response, self.max_response_bytes)
                     break
+                except ClientError:
+                    conn.close()  # the rest of the answer is still unread
+                    raise
                 except TimeoutError:
                     conn.close()
                     raise ClientError(
@@ -160,7 +280,8 @@ class RestTransport(_Transport):
             try:
                 return _loads(payload)
             except ValueError:
-                raise ClientError("INTERNAL", f"answer is not JSON: {payload[:200]!r}") from None
+                start = bytes(payload[:200])
+                raise ClientError("INTERNAL", f"answer is not JSON: {start!r}") from None
 
         return self._call(attempt, timeout)
 

@@ -38,6 +38,10 @@ _GRPC_TYPES = {
 # so both come from the signature's metadata, read again once it is this many seconds old.
 REST_INFO_TTL_S = 10.0
 
+# The largest answer a transport accepts by default (the server's own cap on REST bodies): a
+# hostile or broken server cannot make the client buffer more.
+MAX_RESPONSE_BYTES = 64 * 2**20
+
 # Indirection so that tests can record the backoff delays.
 _sleep = time.sleep
 
@@ -49,10 +53,13 @@ class _Transport:
     # tens of thousands of JSON numbers) than with pre-processed tensors (gRPC).
     sends_encoded_images = False
 
-    def __init__(self, timeout: float, retries: int, backoff: float):
+    def __init__(self, timeout: float, retries: int, backoff: float, max_response_bytes: int):
+        if max_response_bytes < 1:
+            raise ValueError(f"max_response_bytes must be at least 1, not {max_response_bytes}")
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        self.max_response_bytes = max_response_bytes
 
     def predict(
         self,
@@ -160,6 +167,7 @@ class GrpcTransport(_Transport):
         backoff: float = 0.1,
         max_message_bytes: int = 2**31 - 1,
         tls: TLSFiles | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ):
         """Opens the channel (lazily: nothing connects before the first call).
 
@@ -168,19 +176,22 @@ class GrpcTransport(_Transport):
             timeout: Default deadline of each call in seconds, retries included.
             retries: Extra attempts after an UNAVAILABLE answer.
             backoff: Base of the backoff in seconds: retry n waits up to backoff * 2**n.
-            max_message_bytes: Largest message sent or received (gRPC's default is 4 MiB).
+            max_message_bytes: Largest request sent (gRPC's default is 4 MiB).
             tls: The CA, client certificate and key for a TLS channel (`TLSFiles()` trusts
                 the system's roots); None for plaintext.
+            max_response_bytes: Largest answer received; gRPC fails a longer one with
+                RESOURCE_EXHAUSTED before it is buffered whole.
 
         Raises:
             ClientError: BAD_INPUT for a TLS file that is missing or not PEM.
+            ValueError: A max_response_bytes below 1.
         """
-        super().__init__(timeout, retries, backoff)
+        super().__init__(timeout, retries, backoff, max_response_bytes)
         # After a refused connection gRPC waits 1 s (and more) before it tries to reconnect,
         # failing calls at once meanwhile, which would make short client backoffs useless.
         reconnect_ms = max(int(backoff * 1000), 20)
         options = [
-            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", min(max_response_bytes, 2**31 - 1)),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.initial_reconnect_backoff_ms", reconnect_ms),
             ("grpc.min_reconnect_backoff_ms", reconnect_ms),
@@ -204,8 +215,14 @@ class GrpcTransport(_Transport):
                 return method(request, timeout=seconds)
             except grpc.RpcError as error:
                 code = error.code().name if isinstance(error, grpc.Call) else "UNKNOWN"
-                details = error.details() if isinstance(error, grpc.Call) else str(error)
-                raise ClientError(code, details or "") from None
+                details = (error.details() if isinstance(error, grpc.Call) else str(error)) or ""
+                if code == "RESOURCE_EXHAUSTED" and "Received message larger" in details:
+                    details += (
+                        f": the answer is over the client's limit of {self.max_response_bytes}"
+                        " bytes; raise max_response_bytes (--max-response-mib on the command"
+                        " line) if answers this large are expected"
+                    )
+                raise ClientError(code, details) from None
 
         return self._call(attempt, timeout)
 
