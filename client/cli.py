@@ -101,7 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--fallback", choices=FALLBACK_POLICIES, default="auto", help="classical fallback use")
     add("--method", choices=METHODS, default="otsu", help="classical method of the fallback")
     add("--cleanup", action="store_true", help="keep the largest region, fill its holes")
-    add("--out", type=Path, metavar="DIR", help="write pictures into DIR")
+    add(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="write pictures into DIR as STEM.KIND.png; inputs sharing a stem (a/x.png, "
+        "b/x.png) get STEM-2, STEM-3, ... in input order, never another input's stem",
+    )
     add("--json", action="store_true", help="print one JSON object per image")
     add("--jobs", type=_positive(int), default=1, metavar="N", help="images in flight at once")
 
@@ -290,13 +296,24 @@ def read_image(path: str) -> np.ndarray:
 
 
 def unique_stems(paths: list[str]) -> list[str]:
-    """Picture name stems per input; repeated stems (a/x.png, b/x.png) get -2, -3, ... added."""
-    seen: dict[str, int] = {}
+    """Picture name stems per input, one per input and never shared.
+
+    Each input keeps its file's stem, unless an earlier input has the same one (a/x.png, then
+    b/x.png); it then gets the first free `-2`, `-3`, ... suffix. A suffix never takes another
+    input's own stem (b/x.png becomes x-3 when x-2.png is an input too), and stems that differ
+    only in case count as equal, since they name one file on macOS and Windows.
+    """
+    plain = [Path(path).stem or "image" for path in paths]
+    taken = {stem.casefold() for stem in plain}
+    given: set[str] = set()
     stems = []
-    for path in paths:
-        stem = Path(path).stem or "image"
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    for stem in plain:
+        name, n = stem, 1
+        while name.casefold() in given or (n > 1 and name.casefold() in taken):
+            n += 1
+            name = f"{stem}-{n}"
+        given.add(name.casefold())
+        stems.append(name)
     return stems
 
 

@@ -214,6 +214,38 @@ def test_server_down_falls_back_or_exits_3(capsys, pictures, tmp_path):
 
 def test_unique_stems():
     assert cli.unique_stems(["a/x.png", "b/x.jpg", "y.png", "x"]) == ["x", "x-2", "y", "x-3"]
+    # A disambiguated name never takes another input's own stem, whatever the order.
+    assert cli.unique_stems(["a/x.png", "b/x.png", "x-2.png"]) == ["x", "x-3", "x-2"]
+    assert cli.unique_stems(["x-2.png", "a/x.png", "b/x.png"]) == ["x-2", "x", "x-3"]
+    # Names differing only in case are one file on macOS and Windows.
+    assert cli.unique_stems(["a/X.png", "b/x.png"]) == ["X", "x-2"]
+
+
+def test_inputs_with_one_name_get_their_own_pictures(capsys, tmp_path):
+    """a/x.png, b/x.png and x-2.png: each input's pictures survive under their own names."""
+    sizes = {"a/x.png": (24, 40), "b/x.png": (32, 48), "x-2.png": (40, 56)}
+    for name, (height, width) in sizes.items():
+        image = np.zeros((height, width, 3), np.uint8)
+        image[height // 4 : -height // 4, width // 4 : -width // 4] = 220
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(image).save(tmp_path / name)
+    paths = [tmp_path / name for name in sizes]
+    out = tmp_path / "out"
+    code, lines, err = run(
+        capsys, "segment", *paths, "--fallback", "only", "--out", out, "--json", "--jobs", "3"
+    )
+    assert code == 0, err
+    by_input = records(lines)
+    written = [by_input[str(path)]["mask_png"] for path in paths]
+    assert len(set(written)) == 3, written
+    assert sorted(p.name for p in out.glob("*.mask.png")) == [
+        "x-2.mask.png",
+        "x-3.mask.png",
+        "x.mask.png",
+    ]
+    for path, (height, width) in zip(paths, sizes.values(), strict=True):
+        with Image.open(by_input[str(path)]["mask_png"]) as mask:
+            assert mask.size == (width, height), path
 
 
 def test_client_imports_no_tensorflow():
