@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
 import io
@@ -132,6 +133,15 @@ class _HTTPSConnection(http.client.HTTPSConnection):
         name = self._server_name or self.host
         tls = self._context.wrap_socket(self.sock, server_hostname=name)
         self.sock = _DeadlineSocket(tls, self)
+
+
+@contextlib.contextmanager
+def _answer_shape():
+    """Turns an answer of the wrong shape (a broken or foreign server) into a ClientError."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        raise ClientError("INTERNAL", f"unexpected answer from the server: {error!r}") from None
 
 
 def _read_body(response: http.client.HTTPResponse, cap: int) -> bytearray:
@@ -292,11 +302,14 @@ class RestTransport(_Transport):
             raise ClientError(BAD_INPUT, str(error)) from None
         answer = self._request("POST", _path(model, version, label) + ":predict", body, timeout)
         info = self._signature_info(model, version, label, signature, timeout)
-        outputs, dtypes = answer["outputs"], info["outputs"] if info else {}
-        # One output comes bare, not as {alias: value}.
-        if len(dtypes) == 1 or not isinstance(outputs, dict) or set(outputs) == {"b64"}:
-            outputs = {next(iter(dtypes), "outputs"): outputs}
-        arrays = {alias: from_json(value, dtypes.get(alias)) for alias, value in outputs.items()}
+        with _answer_shape():
+            outputs, dtypes = answer["outputs"], info["outputs"] if info else {}
+            # One output comes bare, not as {alias: value}.
+            if len(dtypes) == 1 or not isinstance(outputs, dict) or set(outputs) == {"b64"}:
+                outputs = {next(iter(dtypes), "outputs"): outputs}
+            arrays = {
+                alias: from_json(value, dtypes.get(alias)) for alias, value in outputs.items()
+            }
         if version is None:
             version = info["version"] if info else -1
         return arrays, version
@@ -322,21 +335,23 @@ class RestTransport(_Transport):
 
     def _metadata(self, model, version, label, timeout):
         answer = self._request("GET", _path(model, version, label) + "/metadata", None, timeout)
-        signature_map = answer["metadata"]["signature_def"]["signature_def"]
-        signatures = {name: _signature_dict(sig) for name, sig in signature_map.items()}
-        return _metadata_dict(model, int(answer["model_spec"].get("version", -1)), signatures)
+        with _answer_shape():
+            signature_map = answer["metadata"]["signature_def"]["signature_def"]
+            signatures = {name: _signature_dict(sig) for name, sig in signature_map.items()}
+            return _metadata_dict(model, int(answer["model_spec"].get("version", -1)), signatures)
 
     def _status(self, model, version, timeout):
         answer = self._request("GET", _path(model, version, None), None, timeout)
-        return [
-            {
-                "version": int(s.get("version", 0)),
-                "state": s.get("state", "UNKNOWN"),
-                "error_code": _code_name(s.get("status", {}).get("error_code", "OK")),
-                "error_message": s.get("status", {}).get("error_message", ""),
-            }
-            for s in answer.get("model_version_status", [])
-        ]
+        with _answer_shape():
+            return [
+                {
+                    "version": int(s.get("version", 0)),
+                    "state": s.get("state", "UNKNOWN"),
+                    "error_code": _code_name(s.get("status", {}).get("error_code", "OK")),
+                    "error_message": s.get("status", {}).get("error_message", ""),
+                }
+                for s in answer.get("model_version_status", [])
+            ]
 
     def close(self) -> None:
         with self._lock:

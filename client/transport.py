@@ -235,11 +235,24 @@ class GrpcTransport(_Transport):
             except (TypeError, ValueError) as error:
                 raise ClientError(BAD_INPUT, f"input {alias!r}: {error}") from None
         response = self._rpc(PREDICT, request, timeout)
-        # NumPy has no bfloat16: the client hands such outputs back widened (exactly) to float32.
-        outputs = {
-            alias: codec.decode(tensor, widen_bfloat16=True)
-            for alias, tensor in response.outputs.items()
-        }
+        try:
+            # A typed field broadcasts its last value to the whole shape: a few bytes on the
+            # wire may declare gigabytes, so the cap holds for the decoded arrays too.
+            size = sum(codec.declared(tensor).nbytes for tensor in response.outputs.values())
+            if size > self.max_response_bytes:
+                raise ClientError(
+                    "RESOURCE_EXHAUSTED",
+                    f"the answer declares {size} bytes of outputs, over the client's limit of "
+                    f"{self.max_response_bytes} bytes: raise max_response_bytes "
+                    "(--max-response-mib on the command line) if answers this large are expected",
+                )
+            # NumPy has no bfloat16: such outputs come back widened (exactly) to float32.
+            outputs = {
+                alias: codec.decode(tensor, widen_bfloat16=True)
+                for alias, tensor in response.outputs.items()
+            }
+        except codec.TensorError as error:
+            raise ClientError("INTERNAL", f"unexpected answer: {error}") from None
         spec = response.model_spec
         return outputs, spec.version.value if spec.HasField("version") else -1
 

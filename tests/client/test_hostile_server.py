@@ -37,7 +37,7 @@ class _HostileHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        behaviour = self.path.split("/")[3]
+        behaviour = self.path.split("/")[3].split(":")[0]
         # The client giving up mid-answer is what it should do.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             getattr(self, "_" + behaviour)()
@@ -93,6 +93,10 @@ class _HostileHandler(BaseHTTPRequestHandler):
             self.wfile.write(head[i : i + 1])
             time.sleep(TRICKLE_S)
         self._answer(json.dumps(STATUS).encode())
+
+    def _garbled(self) -> None:
+        # JSON, but of no shape TF Serving writes, for every path.
+        self._answer(json.dumps({"model_version_status": [7], "outputs": [[1], [2, 3]]}).encode())
 
     def _answer(self, body: bytes) -> None:
         self.send_response(200)
@@ -178,6 +182,11 @@ def _big_predict_server(answer_bytes: int) -> tuple[grpc.Server, int]:
     response.outputs["y"].dtype = 1  # DT_FLOAT
     response.outputs["y"].tensor_shape.dim.add().size = answer_bytes // 4
     response.outputs["y"].tensor_content = bytes(answer_bytes)
+    return _predict_server(response)
+
+
+def _predict_server(response: predict_pb2.PredictResponse) -> tuple[grpc.Server, int]:
+    """A gRPC server whose Predict gives `response` to every request."""
     handler = grpc.method_handlers_generic_handler(
         "tensorflow.serving.PredictionService",
         {
@@ -235,3 +244,60 @@ def test_a_trickled_answer_falls_back_at_the_deadline(hostile_url):
     assert result.source == "fallback:otsu"
     assert result.mask[16, 24] and not result.mask[0, 0]
     assert elapsed < 6.0, elapsed
+
+
+# -- malformed answers -------------------------------------------------------------------------
+
+
+def test_rest_answers_of_the_wrong_shape_are_client_errors(hostile_url):
+    """Catches KeyError, TypeError or AttributeError escaping from a garbled answer."""
+    with RestTransport(hostile_url, timeout=30) as rest:
+        for call in (
+            lambda: rest.status("garbled"),
+            lambda: rest.metadata("garbled"),
+            lambda: rest.predict("garbled", {"x": np.zeros(1, np.float32)}),
+        ):
+            with pytest.raises(ClientError) as caught:
+                call()
+            assert caught.value.code == "INTERNAL"
+            assert "unexpected answer" in caught.value.message
+
+
+def test_grpc_broadcast_answer_is_refused_before_it_is_decoded():
+    """Catches decoding a 20-byte answer into shape x one value: 64 MiB held for a 1 MiB cap."""
+    response = predict_pb2.PredictResponse()
+    response.outputs["y"].dtype = 1  # DT_FLOAT
+    response.outputs["y"].tensor_shape.dim.add().size = 16 * MiB
+    response.outputs["y"].float_val.append(0.25)
+    server, port = _predict_server(response)
+    try:
+        grpc_t = GrpcTransport(f"127.0.0.1:{port}", max_response_bytes=MiB, timeout=30)
+        with grpc_t, pytest.raises(ClientError) as caught:
+            tracemalloc.start()
+            try:
+                grpc_t.predict("m", {"x": np.zeros(1, np.float32)})
+            finally:
+                _, peak = tracemalloc.get_traced_memory()
+                tracemalloc.stop()
+        assert caught.value.code == "RESOURCE_EXHAUSTED"
+        assert f"{64 * MiB} bytes" in caught.value.message
+        assert "max_response_bytes" in caught.value.message
+        assert peak < 8 * MiB, f"{peak / MiB:.0f} MiB decoded for a 1 MiB cap"
+    finally:
+        server.stop(None)
+
+
+def test_grpc_tensor_that_does_not_decode_is_a_client_error():
+    response = predict_pb2.PredictResponse()
+    response.outputs["y"].dtype = 1  # DT_FLOAT
+    response.outputs["y"].tensor_shape.dim.add().size = 4
+    response.outputs["y"].tensor_content = bytes(3)  # 16 bytes needed
+    server, port = _predict_server(response)
+    try:
+        grpc_t = GrpcTransport(f"127.0.0.1:{port}", timeout=30)
+        with grpc_t, pytest.raises(ClientError) as caught:
+            grpc_t.predict("m", {"x": np.zeros(1, np.float32)})
+        assert caught.value.code == "INTERNAL"
+        assert "tensor_content has 3 bytes" in caught.value.message
+    finally:
+        server.stop(None)
