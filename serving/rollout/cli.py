@@ -12,12 +12,19 @@ sends a golden set to the `stable` and `canary` labels and applies the gates of 
 or abort (unlabel and unload the canary) when a gate fails. Clients should ask for the `stable`
 label: an unlabelled request gets the highest AVAILABLE version, which is the canary while one is
 loaded.
+
+Operators take turns: a command that edits the config holds a lock beside it (another one waits
+up to --lock_timeout s, then gives up in one line), edits it in place (comments kept; a symlink
+such as a ConfigMap's is followed), and refuses to write over a change made since it read the
+file. Exit status 3: a step timed out while the server was still applying it; the file keeps the
+new config and nothing was restored (`status` shows how it ends).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 
@@ -39,7 +46,8 @@ metrics carry no version label; the server's error rate over the window comes fr
 Prometheus request_count (--monitoring_config_file), which counts both versions together.
 Thresholds: serving/rollout/gates.toml (override with --gates). Exit status: 0 passed (and
 promoted), 1 a gate failed (auto: rolled back; promote: refused) or the server failed, 2 a
-usage error or refusal."""
+usage error or refusal (also: the config changed meanwhile, or its lock stayed held), 3 a step
+timed out while the server was still applying it (the file keeps it; see `status`)."""
 
 
 def format_table(report: dict) -> str:
@@ -69,6 +77,17 @@ def add_gate_options(parser: argparse.ArgumentParser) -> None:
     add("--out", metavar="DIR", help="write the report picture verify-MODEL.png here")
 
 
+def seconds(text: str) -> float:
+    """A finite, non-negative number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected finite seconds >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The rollout CLI's argument parser."""
     p = Parser(
@@ -79,7 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--server", required=True, help="gRPC HOST:PORT of the model server")
     p.add_argument("--config", required=True, help="the server's --model_config_file")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per RPC and per wait")
+    p.add_argument("--timeout", type=seconds, default=60.0, help="seconds per RPC and per wait")
+    p.add_argument(
+        "--lock_timeout",
+        type=seconds,
+        default=30.0,
+        help="seconds to wait while another operator holds the config's lock (default 30)",
+    )
     p.add_argument("--base_path_map", default="", help="PREFIX=DIR: where config paths live here")
     p.add_argument("--json", action="store_true", help="status and gate reports as JSON")
     add_tls_arguments(p)
@@ -188,7 +213,7 @@ def _gated(tool: Rollout, args, tls) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the rollout CLI; 0 done (or promoted), 1 a gate or the server failed, 2 refused or
-    bad usage."""
+    bad usage, 3 a step timed out while the server was still applying it."""
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
@@ -196,14 +221,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(PROG, "--base_path_map expects PREFIX=DIR")
     try:
         tls = tls_from_args(args)
-        tool = Rollout(args.server, args.config, args.timeout, args.base_path_map, tls)
+        tool = Rollout(
+            args.server, args.config, args.timeout, args.base_path_map, tls, args.lock_timeout
+        )
     except ClientError as error:  # a TLS file that cannot be used
         return fail(PROG, error.message)
     try:
         if args.command == "status":
             report = tool.status(args.model)
             print(json.dumps(report, indent=2) if args.json else format_table(report))
-        elif args.command in ("verify", "promote", "auto"):
+        elif args.command == "auto":  # one lock from the canary to the promote or the abort
+            with tool.locked(f"auto {args.model} {args.version}"):
+                return _gated(tool, args, tls)
+        elif args.command in ("verify", "promote"):
             return _gated(tool, args, tls)
         elif args.command == "canary":
             print(tool.canary(args.model, args.version))
@@ -211,9 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(tool.drop_canary(args.model))
         else:
             print(getattr(tool, args.command)(args.model))
-    except (rc.RefusalError, rc.ServerError) as error:
+    except (rc.RefusalError, rc.ServerError, rc.InDoubtError) as error:
         print(f"{PROG}: {error}", file=sys.stderr)
-        return 2 if isinstance(error, rc.RefusalError) else 1
+        return {rc.RefusalError: 2, rc.InDoubtError: 3}.get(type(error), 1)
     except grpc.RpcError as error:
         print(f"{PROG}: {error.code().name}: {one_line(error.details() or '')}", file=sys.stderr)
         return 1

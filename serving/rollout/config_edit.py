@@ -1,4 +1,4 @@
-"""Pure ModelServerConfig edits for canary rollouts, and atomic config/sidecar files.
+"""Pure ModelServerConfig edits for canary rollouts, and the tool's errors.
 
 Example:
     config = read_config("serving/models.config")
@@ -7,9 +7,7 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -20,6 +18,7 @@ import_tensorflow()  # tensorflow_serving's protos import TensorFlow: keep its b
 from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
 
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
+ModelConfig = model_server_config_pb2.ModelConfig
 STABLE, CANARY = "stable", "canary"
 
 
@@ -31,69 +30,38 @@ class ServerError(Exception):
     """The server failed or rejected a step (exit 1)."""
 
 
-def read_config(path: str | os.PathLike) -> ModelServerConfig:
+class InDoubtError(Exception):
+    """A step the server may still be applying after a time-out: the file keeps it (exit 3)."""
+
+
+def parse_config(text: str, where: str | os.PathLike) -> ModelServerConfig:
     """Parses a text-format ModelServerConfig holding a model_config_list.
 
     Raises:
-        RefusalError: The file is missing, unparsable, or not a model_config_list.
+        RefusalError: `text` is unparsable or not a model_config_list (`where` names it).
     """
     try:
-        config = text_format.Parse(Path(path).read_text(encoding="utf-8"), ModelServerConfig())
-    except OSError as error:
-        raise RefusalError(f"cannot read {path}: {error.strerror}") from None
-    except (text_format.ParseError, UnicodeDecodeError) as error:
-        raise RefusalError(f"cannot parse {path}: {error}") from None
+        config = text_format.Parse(text, ModelServerConfig())
+    except text_format.ParseError as error:
+        raise RefusalError(f"cannot parse {where}: {error}") from None
     if config.WhichOneof("config") != "model_config_list":
-        raise RefusalError(f"{path} holds no model_config_list")
+        raise RefusalError(f"{where} holds no model_config_list")
     return config
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_config(path: str | os.PathLike, config: ModelServerConfig) -> None:
-    """Writes `config` as text format: a temporary file in the same folder, then os.replace."""
-    _atomic_write(Path(path), text_format.MessageToString(config))
-
-
-def sidecar_path(config_path: str | os.PathLike) -> Path:
-    """`<config>.rollout.json`: {"MODEL": {"previous_stable": N}}."""
-    return Path(f"{config_path}.rollout.json")
-
-
-def read_sidecar(config_path: str | os.PathLike) -> dict:
-    """The sidecar's contents ({} when there is none).
+def read_config(path: str | os.PathLike) -> ModelServerConfig:
+    """Reads and parses `path` (see `parse_config`).
 
     Raises:
-        RefusalError: The sidecar exists but is not a JSON object.
+        RefusalError: The file is missing, unreadable, unparsable, or not a model_config_list.
     """
-    path = sidecar_path(config_path)
-    if not path.exists():
-        return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise RefusalError(f"cannot read {path}: {error}") from None
-    if not isinstance(data, dict):
-        raise RefusalError(f"{path} is not a JSON object")
-    return data
-
-
-def write_sidecar(config_path: str | os.PathLike, data: dict) -> None:
-    """Writes the sidecar atomically."""
-    _atomic_write(sidecar_path(config_path), json.dumps(data, indent=2, sort_keys=True) + "\n")
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise RefusalError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise RefusalError(f"cannot parse {path}: {error}") from None
+    return parse_config(text, path)
 
 
 def model_config(config: ModelServerConfig, name: str):

@@ -16,6 +16,7 @@ from google.protobuf import text_format
 
 from serving.rollout import cli as rollout
 from serving.rollout import config_edit as rc
+from serving.rollout import config_file
 from serving.rollout.control import Rollout
 
 CONFIG = """
@@ -106,11 +107,11 @@ def test_rollback_load(config):
 def test_write_config_is_atomic_and_round_trips(tmp_path, config):
     path = tmp_path / "models.config"
     path.write_text("# old\n")
-    rc.write_config(path, config)
+    config_file.write_text(path, text_format.MessageToString(config))
     assert rc.read_config(path) == config
     assert [p.name for p in tmp_path.iterdir()] == ["models.config"]
-    rc.write_sidecar(path, {"half": {"previous_stable": 1}})
-    assert rc.read_sidecar(path) == {"half": {"previous_stable": 1}}
+    config_file.write_sidecar(path, {"half": {"previous_stable": 1}})
+    assert config_file.read_sidecar(path) == {"half": {"previous_stable": 1}}
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -261,7 +262,8 @@ def test_canary_promote_rollback_without_a_failed_request(tmp_path, capsys):
         report = Rollout(f"127.0.0.1:{server.port}", str(cfg), 5.0).status("half")
         states = {r["version"]: r["state"] for r in report["half"]["versions"]}
         assert states == {2: "AVAILABLE", 1: "END"}
-        assert json.loads(rc.sidecar_path(cfg).read_text()) == {"half": {"previous_stable": 1}}
+        sidecar = config_file.sidecar_path(cfg)
+        assert json.loads(sidecar.read_text()) == {"half": {"previous_stable": 1}}
 
         traffic.set("rolling back")
         assert run_cli(capsys, *tool, "rollback", "half")[0] == 0
