@@ -64,6 +64,7 @@ def _initial_config(options: flags.Options):
 
 
 def _http_limits(options: flags.Options):
+    from serving.rest.connections import fit_connection_cap
     from serving.rest.http import HttpLimits
 
     return HttpLimits(
@@ -72,8 +73,10 @@ def _http_limits(options: flags.Options):
         max_url_bytes=options.rest_api_max_url_bytes,
         header_timeout_s=options.rest_api_header_timeout_seconds,
         body_timeout_s=options.rest_api_body_timeout_seconds,
-        max_connections=options.rest_api_max_connections,
+        # Each connection is a file descriptor: RLIMIT_NOFILE is raised, or the cap lowered.
+        max_connections=fit_connection_cap(options.rest_api_max_connections),
         idle_timeout_s=options.rest_api_idle_timeout_seconds,
+        write_timeout_s=options.rest_api_write_timeout_seconds,
     )
 
 

@@ -5,7 +5,10 @@ size is a 400 and the connection closes, so nothing after it is read as a new re
 it, every limit has a clear answer: a body over the limit is 413 (refused from its Content-Length
 before it is read), a request head over the limit 431, a URL over the limit 414, a head or body
 that takes too long to arrive 408, a connection beyond the cap 503; each of these closes the
-connection. Connections are coroutines on one event loop, never a thread each; requests run on
+connection. A client that takes no bytes of its answers for the write timeout is disconnected.
+Connections are counted from the TCP accept, so TLS handshakes count against the cap (beyond it
+a TLS connection is closed before any handshake work) and must finish within the header
+timeout. Connections are coroutines on one event loop, never a thread each; requests run on
 the REST worker pool (`--rest_api_num_threads`).
 
 Example:
@@ -32,6 +35,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from serving.rest.connections import CountedTLS, Slots
 from serving.rest.json.response import error_json
 
 log = logging.getLogger("serving")
@@ -53,8 +57,10 @@ class HttpLimits:
     max_url_bytes: int = 8 * 2**10
     header_timeout_s: float = 10.0
     body_timeout_s: float = 60.0
-    max_connections: int = 256
+    max_connections: int = 2048
     idle_timeout_s: float = 75.0
+    # A connection whose client takes no bytes of its answer for this long is dropped.
+    write_timeout_s: float = 30.0
     # `--rest_api_timeout_in_ms` as seconds: a request still running after this answers 504.
     request_timeout_s: float | None = 30.0
 
@@ -145,39 +151,95 @@ def _check_head(request: h11.Request, limits: HttpLimits) -> tuple[int, str] | N
     return None
 
 
-class _LimitedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with the connection cap, the head timeout and clear refusals.
+def _protocol(*, config, **kwargs) -> asyncio.BaseProtocol:
+    """uvicorn's protocol factory: HTTP, or HTTP inside `CountedTLS` on an HTTPS port."""
+    if config.serving_tls is None:
+        return _LimitedH11Protocol(config=config, **kwargs)
+    app = _LimitedH11Protocol(config=config, slot_outside=True, **kwargs)
+    return CountedTLS(
+        config.serving_slots,
+        app.loop,
+        app,
+        config.serving_tls,
+        None,
+        server_side=True,
+        ssl_handshake_timeout=config.serving_limits.header_timeout_s,
+    )
 
-    The limits arrive as `config.serving_limits` (uvicorn hands its Config to each protocol).
+
+class _LimitedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with the connection cap, the head and write timeouts and clear
+    refusals.
+
+    The limits arrive as `config.serving_limits` and the slots as `config.serving_slots`
+    (uvicorn hands its Config to each protocol). Under TLS, `CountedTLS` holds the slot.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, slot_outside: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.limits: HttpLimits = self.config.serving_limits
         self.conn = _LimitedConnection(self.limits)
+        self._slots: Slots = self.config.serving_slots
+        self._slot_outside = slot_outside
+        self._holds_slot = False
         self._head_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
         self._refused = False
 
     def connection_made(self, transport) -> None:
-        if len(self.connections) >= self.limits.max_connections:
-            # Refused before any request is read: the answer says why, then the socket closes.
-            self._refused = True
-            transport.write(
-                _raw_response(
-                    503,
-                    f"the server already has {self.limits.max_connections} open connections "
-                    "(--rest_api_max_connections); try again later",
+        if not self._slot_outside:
+            if not self._slots.take():
+                # Refused before any request is read: the answer says why, then it closes.
+                self._refused = True
+                transport.write(
+                    _raw_response(
+                        503,
+                        f"the server already has {self.limits.max_connections} open "
+                        "connections (--rest_api_max_connections); try again later",
+                    )
                 )
-            )
-            transport.close()
-            return
+                transport.close()
+                return
+            self._holds_slot = True
         super().connection_made(transport)
         self._start_head_timer()
 
     def connection_lost(self, exc) -> None:
         self._stop_head_timer()
+        self._stop_write_timer()
+        if self._holds_slot:
+            self._holds_slot = False
+            self._slots.give()
         if not self._refused:
             super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        # The transport's buffer is full: the client has stopped taking the answers.
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(
+                self.limits.write_timeout_s, self._write_too_slow
+            )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._stop_write_timer()
+
+    def _stop_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_too_slow(self) -> None:
+        self._write_timer = None
+        log.info(
+            "REST: closed a connection from %s: it took no bytes of its answers for %g s "
+            "(--rest_api_write_timeout_seconds)",
+            self.client,
+            self.limits.write_timeout_s,
+        )
+        # abort, not close: close would wait for the buffered answers to be taken.
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -353,7 +415,7 @@ class HttpServer:
     ):
         self._sock = _bind(host, port)
         options = dict(
-            http=_LimitedH11Protocol,
+            http=_protocol,
             lifespan="off",
             log_config=None,
             access_log=False,
@@ -363,10 +425,11 @@ class HttpServer:
         )
         config = uvicorn.Config(_App(respond, limits, pool), **options)
         config.load()
-        # uvicorn builds its own context only from key files; ours comes from TF Serving's
-        # SSLConfig (PEM text), already checked, and is used as is.
-        config.ssl = ssl_context
+        # TF Serving's SSLConfig (PEM text), already checked, is used as is, by `_protocol`
+        # rather than by uvicorn, so that connections count from before their handshake.
+        config.serving_tls = ssl_context
         config.serving_limits = limits
+        config.serving_slots = Slots(limits.max_connections)
         self._server = _Server(config)
         self._thread: threading.Thread | None = None
 
