@@ -18,6 +18,7 @@ from tensorflow_serving.apis import predict_pb2
 
 from common import codec
 from serving import errors, tensors
+from serving.servables import pixels
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -195,6 +196,7 @@ def predict(
     check_dtypes(signature, request.inputs)
     check_budget(request.inputs, declared, max_input_bytes)
     arrays = decode_inputs(signature, request.inputs)
+    pixels.check_request(servable, key, arrays)  # before a batch: see its module
     outputs = servable.run(key, arrays) if run is None else run(key, arrays, names)
     response = predict_pb2.PredictResponse()
     response.model_spec.name = request.model_spec.name or servable.name
