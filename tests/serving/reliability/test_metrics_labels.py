@@ -77,13 +77,20 @@ def server(tmp_path_factory):
     assert server.stop() == 0, server.log()
 
 
-def _page(server) -> str:
+def _get(server, path: str) -> tuple[int, bytes]:
+    # A connection per request: a kept-alive one waits about 40 ms before each answer here.
     connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
-    connection.request("GET", METRICS_PATH)
-    response = connection.getresponse()
-    body = response.read()
-    connection.close()
-    assert response.status == 200, body[:200]
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def _page(server) -> str:
+    status, body = _get(server, METRICS_PATH)
+    assert status == 200, body[:200]
     return body.decode("utf-8")
 
 
@@ -97,11 +104,8 @@ def _predict(name: str, **spec) -> predict_pb2.PredictRequest:
     return request
 
 
-def _rest_get(connection: http.client.HTTPConnection, path: str) -> int:
-    connection.request("GET", path)
-    response = connection.getresponse()
-    response.read()
-    return response.status
+def _rest_get(server, path: str) -> int:
+    return _get(server, path)[0]
 
 
 def _grpc_code(call, request) -> grpc.StatusCode:
@@ -123,16 +127,14 @@ def test_thousands_of_random_model_names_leave_the_page_bounded(server):
     before = _page(server)
     unknown_before = request_counts(before, UNKNOWN_MODEL)
 
-    rest = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
     for i in range(1500):
         name = _random_name(rng)
         path = f"/v1/models/{name}/metadata" if i % 2 else f"/v1/models/{name}"
-        assert _rest_get(rest, path) == 404
+        assert _rest_get(server, path) == 404
     # URL-decoded names with quotes, backslashes and newlines: escaping must not matter either.
     for _ in range(50):
         name = _random_name(rng, 'ab"\\\n\u00e9')
-        assert _rest_get(rest, f"/v1/models/{urllib.parse.quote(name)}/metadata") == 404
-    rest.close()
+        assert _rest_get(server, f"/v1/models/{urllib.parse.quote(name)}/metadata") == 404
 
     calls = [
         (prediction.Predict, lambda n: _predict(n)),
@@ -201,10 +203,8 @@ def test_client_strings_on_a_configured_model_are_not_labels(server):
             request = _predict("half")
             request.model_spec.version.value = rng.randrange(2, 2**62)
         assert _grpc_code(prediction.Predict, request) != grpc.StatusCode.OK
-    rest = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
     for _ in range(100):
-        assert _rest_get(rest, f"/v1/models/half/labels/{_random_name(rng)}/metadata") == 400
-    rest.close()
+        assert _rest_get(server, f"/v1/models/half/labels/{_random_name(rng)}/metadata") == 400
 
     after = _page(server)
     assert len(after) - len(before) < GROWTH_LIMIT, (len(before), len(after))
@@ -218,10 +218,8 @@ def test_a_configured_model_keeps_the_series_tf_serving_names(server):
     entrypoint, exactly as TF Serving labels them."""
     prediction = prediction_service_pb2_grpc.PredictionServiceStub(server.channel)
     assert _grpc_code(prediction.Predict, _predict("half")) == grpc.StatusCode.OK
-    rest = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
-    assert _rest_get(rest, "/v1/models/half/metadata") == 200
-    assert _rest_get(rest, "/v1/models/half/versions/9/metadata") == 404
-    rest.close()
+    assert _rest_get(server, "/v1/models/half/metadata") == 200
+    assert _rest_get(server, "/v1/models/half/versions/9/metadata") == 404
     page = _page(server)
     assert ':tensorflow:serving:request_count{model_name="half",status="OK"} ' in page
     assert ':tensorflow:serving:request_count{model_name="half",status="NOT_FOUND"} ' in page
