@@ -22,6 +22,8 @@ log = logging.getLogger("serving")
 
 # TF Serving accepts messages up to 2 GiB both ways; grpcio's server default is 4 MiB.
 MAX_MESSAGE_BYTES = 2**31 - 1
+# Room in a request for what surrounds its tensors' values (model spec, names, shapes, tags).
+ENVELOPE_BYTES = 2**20
 # The server's own channel arguments. A key given in --grpc_channel_arguments replaces ours: gRPC
 # keeps the first value of a repeated key, so appending the user's after ours would not do.
 DEFAULT_OPTIONS = (
@@ -29,6 +31,18 @@ DEFAULT_OPTIONS = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.so_reuseport", 0),
 )
+
+
+def receive_limit(max_request_tensor_bytes: int) -> int:
+    """The largest request gRPC reads: `--max_request_tensor_bytes` and an envelope.
+
+    A request's values never take fewer bytes decoded than on the wire, except varints of
+    negative or large integers (up to 10 bytes for a 4-byte int32), so a message over this
+    could only be refused after gRPC had read all of it. TF Serving reads up to 2 GiB.
+    """
+    return min(max_request_tensor_bytes + ENVELOPE_BYTES, MAX_MESSAGE_BYTES)
+
+
 # sun_path holds 108 bytes, the last of them the terminating NUL.
 MAX_SOCKET_PATH_BYTES = 107
 
@@ -88,12 +102,16 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return self.core.reload_config(request)
 
 
-def server_options(channel_arguments: str = "") -> list[tuple[str, int | str]]:
+def server_options(
+    channel_arguments: str = "", max_receive_message_length: int = MAX_MESSAGE_BYTES
+) -> list[tuple[str, int | str]]:
     """The channel arguments the gRPC server is built with: ours, then `--grpc_channel_arguments`.
 
     Args:
         channel_arguments: The flag's text (checked already by `flags.check_options`).
     """
+        max_receive_message_length: Our receive limit (`receive_limit`); the flag's own
+            `grpc.max_receive_message_length` replaces it.
     arguments = flags.parse_grpc_channel_arguments(channel_arguments)
     for argument in arguments:
         if argument.dropped:
@@ -116,7 +134,11 @@ def server_options(channel_arguments: str = "") -> list[tuple[str, int | str]]:
             ", ".join(f"{key}={value!r}" for key, value, _ in arguments),
         )
     given = {argument.key for argument in arguments}
-    ours = [option for option in DEFAULT_OPTIONS if option[0] not in given]
+    defaults = [
+        (key, max_receive_message_length if key == "grpc.max_receive_message_length" else value)
+        for key, value in DEFAULT_OPTIONS
+    ]
+    ours = [option for option in defaults if option[0] not in given]
     return ours + [(argument.key, argument.value) for argument in arguments]
 
 
@@ -131,6 +153,7 @@ def make_server(
     socket_path: str = "",
     channel_arguments: str = "",
 ):
+    max_receive_message_length: int = MAX_MESSAGE_BYTES,
     """Builds the gRPC server with both TF Serving services (and health) on a port and/or socket.
 
     Args:
@@ -145,12 +168,14 @@ def make_server(
             socket file there is replaced; any other file is an error.
         channel_arguments: `--grpc_channel_arguments`, applied to every listener.
 
+        max_receive_message_length: The largest request read (`receive_limit`), unless
+            `channel_arguments` sets its own.
     Raises:
         OSError: the port or the socket cannot be bound.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="grpc"),
-        options=server_options(channel_arguments),
+        options=server_options(channel_arguments, max_receive_message_length),
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(core), server

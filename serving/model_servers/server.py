@@ -119,6 +119,7 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
     from serving.model_servers.health import ModelHealth
     from serving.rest.handler import RestServer
     from serving.servables import memory
+    from serving.servables.admission import Admission
     from serving.servables.predict import Predictor
     from serving.servables.saved_model import load_servable
     from serving.servables.warmup import Warmup
@@ -141,7 +142,11 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
         tensor_content=options.enable_serialization_as_tensor_content,
         method_check=options.enable_signature_method_name_check,
         runtime_latency=metrics.runtime_latency,
-        max_input_bytes=options.max_request_tensor_bytes,
+        admission=Admission(
+            max_request_bytes=options.max_request_tensor_bytes,
+            max_inflight_bytes=options.max_inflight_tensor_bytes,
+            max_items=options.max_request_items,
+        ),
     )
     warmup = None
     if options.enable_model_warmup:
@@ -206,6 +211,9 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
             ssl_config=ssl_config,
             socket_path=options.grpc_socket_path,
             channel_arguments=options.grpc_channel_arguments,
+            max_receive_message_length=grpc_services.receive_limit(
+                options.max_request_tensor_bytes
+            ),
         )
         rest_server = None
         if options.rest_api_port:

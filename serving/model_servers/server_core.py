@@ -152,7 +152,8 @@ class Core:
     ) -> classification_pb2.ClassificationResponse:
         with self._measure(request, "Classify", entrypoint):
             self._require_spec(request)
-            with self.servable(request.model_spec) as servable:
+            admit = self.predictor.admission.examples(request.input)
+            with self.servable(request.model_spec) as servable, admit:
                 return classifier.classify(
                     servable,
                     request,
@@ -165,7 +166,8 @@ class Core:
     ) -> regression_pb2.RegressionResponse:
         with self._measure(request, "Regress", entrypoint):
             self._require_spec(request)
-            with self.servable(request.model_spec) as servable:
+            admit = self.predictor.admission.examples(request.input)
+            with self.servable(request.model_spec) as servable, admit:
                 return regressor.regress(
                     servable,
                     request,
@@ -179,7 +181,8 @@ class Core:
         """The servable is the first task's; TF Serving counts no request metrics here."""
         first = request.tasks[0] if request.tasks else None
         spec = first.model_spec if first is not None else model_pb2.ModelSpec()
-        with self.servable(spec) as servable:
+        admit = self.predictor.admission.examples(request.input)
+        with self.servable(spec) as servable, admit:
             return multi_inference.multi_inference(
                 servable,
                 request,

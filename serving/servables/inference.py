@@ -87,6 +87,29 @@ def serialized_examples(request_input: input_pb2.Input) -> np.ndarray:
     return examples
 
 
+def declared_examples(request_input: input_pb2.Input) -> tuple[int, int]:
+    """What `serialized_examples` would build, counted without serializing anything.
+
+    Each element is counted as a string tensor's (`codec.STRING_ELEMENT_BYTES`) and its bytes
+    twice (the serialized copy and TF's). With a context, every element carries the context's
+    bytes too, so a large context multiplies by the number of examples.
+
+    Returns:
+        (number of examples, bytes).
+    """
+    kind = request_input.WhichOneof("kind")
+    if kind == "example_list":
+        count, context = len(request_input.example_list.examples), 0
+    elif kind == "example_list_with_context":
+        with_context = request_input.example_list_with_context
+        count, context = len(with_context.examples), with_context.context.ByteSize()
+    else:
+        return 0, 0
+    # The message's size bounds the examples' (and holds the context once).
+    serialized = request_input.ByteSize() + count * context
+    return count, count * codec.STRING_ELEMENT_BYTES + 2 * serialized
+
+
 def find_signature(servable, signature_name: str, missing: str):
     """The SignatureDef a request names ("" means serving_default).
 

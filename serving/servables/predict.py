@@ -2,9 +2,10 @@
 
 The order follows `predict_util.cc`: signature lookup, input count, input aliases and tensor
 parsing, output filter, then the run (where TF itself reports dtype and shape errors). One
-thing is added, admission: no tensor is decoded before every input's dtype is checked and the
-bytes they declare fit `--max_request_tensor_bytes`, since a few bytes of `float_val` can
-declare gigabytes that decoding would broadcast.
+thing is added, admission (`serving.servables.admission`): no tensor is decoded before every
+input's dtype is checked and what they declare fits the items and bytes of one request and the
+bytes in flight, since a few bytes of `float_val` can declare gigabytes that decoding would
+broadcast.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-import grpc
 import numpy as np
 from tensorflow_serving.apis import predict_pb2
 
 from common import codec
 from serving import errors, tensors
 from serving.servables import pixels
+from serving.servables.admission import Admission
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -84,32 +85,6 @@ def admit_inputs(signature, request_inputs) -> dict[str, codec.Declared]:
     return declared
 
 
-def check_budget(request_inputs, declared: Mapping[str, codec.Declared], limit: int | None) -> None:
-    """`--max_request_tensor_bytes`: the inputs' declared bytes, summed, must fit the limit.
-
-    Args:
-        request_inputs: the request's TensorProtos (for their dtypes).
-        declared: what `admit_inputs` read from them.
-        limit: the most bytes of decoded input tensors one request may declare; None for any.
-
-    Raises:
-        ServingError: RESOURCE_EXHAUSTED naming the input that crosses the limit.
-    """
-    total = 0
-    for alias, size in declared.items():
-        total += size.nbytes
-        if limit is not None and total > limit:
-            shape = ",".join(map(str, size.shape))
-            dtype = tensors.dtype_name(request_inputs[alias].dtype)
-            before = f", {total} bytes with the inputs before it" if total > size.nbytes else ""
-            raise errors.ServingError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f'Input "{alias}" declares {size.nbytes} bytes (shape [{shape}] {dtype}){before}; '
-                f"this server takes at most {limit} bytes of input tensors per request "
-                "(--max_request_tensor_bytes)",
-            )
-
-
 def decode_inputs(signature, request_inputs) -> dict[str, np.ndarray]:
     """Decodes the admitted inputs (`admit_inputs` has mapped and checked them)."""
     return {
@@ -171,7 +146,7 @@ def predict(
     run: Callable[[str, Mapping[str, np.ndarray], list[str]], dict[str, np.ndarray]] | None = None,
     tensor_content: bool = False,
     method_check: bool = False,
-    max_input_bytes: int | None = None,
+    admission: Admission | None = None,
 ) -> predict_pb2.PredictResponse:
     """Runs a PredictRequest on `servable` and builds the PredictResponse.
 
@@ -182,11 +157,11 @@ def predict(
             The server passes the batching scheduler here when batching is on.
         tensor_content: serialise outputs as `tensor_content` instead of typed `*_val` fields.
         method_check: `--enable_signature_method_name_check`.
-        max_input_bytes: `--max_request_tensor_bytes`, or None for no limit.
+        admission: the server's admission limits, or None for none.
 
     Raises:
-        ServingError: with TF Serving's code and text; RESOURCE_EXHAUSTED for inputs over
-            `max_input_bytes`.
+        ServingError: with TF Serving's code and text; INVALID_ARGUMENT for too many items,
+            RESOURCE_EXHAUSTED for too many bytes in the request or in flight.
     """
     key, signature = signature_def(servable, request.model_spec.signature_name)
     check_method(signature, method_check)
@@ -194,10 +169,19 @@ def predict(
     declared = admit_inputs(signature, request.inputs)
     names = output_names(signature, request.output_filter)
     check_dtypes(signature, request.inputs)
-    check_budget(request.inputs, declared, max_input_bytes)
+    admission = admission or Admission()
+    admission.check_items(signature, request.inputs, declared)
+    nbytes = admission.check_bytes(request.inputs, declared)
+    with admission.hold(nbytes):
+        return _run(servable, request, key, signature, names, run, tensor_content)
+
+
+def _run(servable, request, key, signature, names, run, tensor_content):
+    """Decodes the admitted inputs, runs the signature and encodes the response."""
     arrays = decode_inputs(signature, request.inputs)
     pixels.check_request(servable, key, arrays)  # before a batch: see its module
     outputs = servable.run(key, arrays) if run is None else run(key, arrays, names)
+    del arrays  # not held while the response is encoded
     response = predict_pb2.PredictResponse()
     response.model_spec.name = request.model_spec.name or servable.name
     response.model_spec.signature_name = key
@@ -219,7 +203,8 @@ class Predictor:
         tensor_content: `--enable_serialization_as_tensor_content`.
         method_check: `--enable_signature_method_name_check`.
         runtime_latency: the `runtime_latency` histogram (µs by model, API, runtime), or None.
-        max_input_bytes: `--max_request_tensor_bytes`, or None for no limit.
+        admission: the admission limits (`--max_request_tensor_bytes`, `--max_request_items`,
+            `--max_inflight_tensor_bytes`); None for none.
     """
 
     def __init__(
@@ -229,13 +214,13 @@ class Predictor:
         tensor_content: bool = False,
         method_check: bool = False,
         runtime_latency=None,
-        max_input_bytes: int | None = None,
+        admission: Admission | None = None,
     ):
         self.batcher = batcher
         self.tensor_content = tensor_content
         self.method_check = method_check
         self.runtime_latency = runtime_latency
-        self.max_input_bytes = max_input_bytes
+        self.admission = admission or Admission()
 
     def predict_on(
         self, servable, request: predict_pb2.PredictRequest
@@ -247,7 +232,7 @@ class Predictor:
             run=self._runner(servable),
             tensor_content=self.tensor_content,
             method_check=self.method_check,
-            max_input_bytes=self.max_input_bytes,
+            admission=self.admission,
         )
 
     def _runner(self, servable):

@@ -70,13 +70,14 @@ def stub(known_server):
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    """A server whose --max_request_tensor_bytes is 1 KiB."""
+    """A server whose --max_request_tensor_bytes is 1 KiB (and items are not limited)."""
     root = tmp_path_factory.mktemp("admission")
     write_known_model(root / "half", 1)
     server = ServerProcess(
         "--model_name=half",
         f"--model_base_path={root / 'half'}",
         f"--max_request_tensor_bytes={SMALL_LIMIT}",
+        "--max_request_items=100000",
         log_path=root / "server.log",
     )
     with server:
@@ -84,8 +85,8 @@ def small(tmp_path_factory):
 
 
 def test_a_broadcast_declaration_is_refused_before_it_is_allocated(known_server, stub):
-    # Prepare: 33 bytes on the wire that declare 400 million floats (1.6 GB).
-    req = request(x=declared(types_pb2.DT_FLOAT, [400_000_000], float_val=[1.0]))
+    # Prepare: 33 bytes on the wire that declare 400 million floats (1.6 GB), in one item.
+    req = request(x=declared(types_pb2.DT_FLOAT, [1, 400_000_000], float_val=[1.0]))
     assert req.ByteSize() < 64
     still_serves(stub)
     before = server_rss(known_server)
@@ -95,7 +96,7 @@ def test_a_broadcast_declaration_is_refused_before_it_is_allocated(known_server,
     # (before, this took 34 s and left the server 3.2 GB larger).
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert details == (
-        'Input "x" declares 1600000000 bytes (shape [400000000] float); this server takes at '
+        'Input "x" declares 1600000000 bytes (shape [1,400000000] float); this server takes at '
         f"most {DEFAULT_LIMIT} bytes of input tensors per request (--max_request_tensor_bytes)"
     )
     assert elapsed < 5.0  # under 0.1 s on an idle machine
@@ -105,7 +106,7 @@ def test_a_broadcast_declaration_is_refused_before_it_is_allocated(known_server,
 
 def test_the_dtype_is_checked_before_the_size_and_from_the_proto(known_server, stub):
     before = server_rss(known_server)
-    req = request(x=declared(types_pb2.DT_DOUBLE, [400_000_000], double_val=[1.0]))
+    req = request(x=declared(types_pb2.DT_DOUBLE, [1, 400_000_000], double_val=[1.0]))
     code, details, _ = refused(stub, req)
     assert (code, details) == (
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -123,7 +124,7 @@ def test_the_dtype_is_checked_before_the_size_and_from_the_proto(known_server, s
             "tensor parsing error: x",
         ),
         (
-            declared(types_pb2.DT_FLOAT, [400_000_000], tensor_content=b"\0" * 12),
+            declared(types_pb2.DT_FLOAT, [1, 400_000_000], tensor_content=b"\0" * 12),
             "tensor parsing error: x",
         ),
         (
@@ -139,22 +140,24 @@ def test_invalid_shapes_are_invalid_argument_as_before(stub, tensor, text):
     still_serves(stub)
 
 
-def test_broadcast_strings_count_a_pointer_per_element(stub):
-    text = declared(types_pb2.DT_STRING, [100_000_000], string_val=[b"x"])
+def test_broadcast_strings_count_every_element(stub):
+    text = declared(types_pb2.DT_STRING, [1, 10_000_000], string_val=[b"x"])
     code, details, elapsed = refused(stub, request("echo_bytes", text=text))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert details.startswith('Input "text" declares 800000001 bytes (shape [100000000] string);')
+    # 64 bytes an element (codec.STRING_ELEMENT_BYTES), the value's byte for each, and the
+    # message's 18 bytes twice for the value present.
+    assert details.startswith('Input "text" declares 650000035 bytes (shape [1,10000000] string);')
     assert elapsed < 5.0  # under 0.1 s on an idle machine
     still_serves(stub)
 
 
 def test_the_inputs_of_a_request_count_together(stub):
-    half = declared(types_pb2.DT_FLOAT, [100_000_000], float_val=[1.0])
+    half = declared(types_pb2.DT_FLOAT, [1, 100_000_000], float_val=[1.0])
     code, details, _ = refused(stub, request("two_inputs", a=half, b=half))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert details == (
-        'Input "b" declares 400000000 bytes (shape [100000000] float), 800000000 bytes with the '
-        f"inputs before it; this server takes at most {DEFAULT_LIMIT} bytes of input tensors "
+        'Input "b" declares 400000000 bytes (shape [1,100000000] float), 800000000 bytes with '
+        f"the inputs before it; this server takes at most {DEFAULT_LIMIT} bytes of input tensors "
         "per request (--max_request_tensor_bytes)"
     )
     still_serves(stub)
