@@ -119,12 +119,31 @@ def encoded_image_inputs(contract: Contract) -> dict[str, str]:
     }
 
 
-def pixel_budget_text(signature: str, max_pixels: int, per: str) -> str:
-    """The end of every pixel-budget refusal (graph, server): `per` is "image" or "request"."""
-    return (
-        f"{signature} takes at most {max_pixels} pixels per {per} "
-        "(max_pixels of the model contract)"
-    )
+def pixel_refusals(signature: str, pre: Preprocessing) -> dict[str, str]:
+    """The texts of every pixel-budget refusal, as the graph and the server both give them.
+
+    Each is a template whose `{}` fields (`str.format` and `tf.strings.format` alike) are, in
+    order: "pixels": image index, width, height, pixels; "frames" (an animated GIF): index,
+    frames, width, height, pixels; "side": index, width, height; "scans": index, scans;
+    "total": image count, pixels; "padded": output count, width, height, pixels.
+    """
+    image = f"{signature} takes at most {pre.max_pixels} pixels per image"
+    request = f"{signature} takes at most {pre.max_pixels} pixels per request"
+    why = " (max_pixels of the model contract)"
+    return {
+        "pixels": "image {} is {}x{} = {} pixels; " + image + why,
+        "frames": "image {} is a GIF of {} frames up to {}x{}, {} pixels to decode; " + image + why,
+        "side": (
+            f"image {{}} is {{}}x{{}}; {signature} pads every output to the largest image, so "
+            f"it takes at most {pre.max_side} pixels a side" + why
+        ),
+        "scans": (
+            f"image {{}} is a JPEG of {{}} scans; {signature} takes at most "
+            f"{pre.max_jpeg_scans} (libjpeg passes over the whole image once a scan)"
+        ),
+        "total": "the {} images are {} pixels together; " + request + why,
+        "padded": "the {} outputs padded to {}x{} are {} pixels; " + request + why,
+    }
 
 
 # libjpeg decodes a JPEG at 1/1, 1/2, 1/4 or 1/8 of its size for a fraction of the work.

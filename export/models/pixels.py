@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from common.contract import Preprocessing, pixel_budget_text
+from common.contract import Preprocessing, pixel_refusals
 
 _HEAD = 32
 # Problems a header can have; 0 is none.
@@ -221,7 +221,8 @@ def check_image(
     ]
     for condition, code in over:  # the first that holds is the one reported
         problem = tf.where((problem == _OK) & condition, tf.constant(code, tf.int64), problem)
-    budget_text = pixel_budget_text("serve_bytes", budget, "image")
+    # The graph can't know its signature's name: every bytes signature says serve_bytes.
+    refusals = pixel_refusals("serve_bytes", pre)
     # One message per problem code, then the animated GIF's (all its frames are decoded).
     messages = [
         ("", []),
@@ -238,22 +239,10 @@ def check_image(
             "before decoding",
             [index],
         ),
-        ("image {} is {}x{} = {} pixels; " + budget_text, [index, width, height, pixels]),
-        (
-            "image {} is {}x{}; serve_bytes pads every output to the largest image, so it takes "
-            f"at most {side} pixels a side (max_pixels of the model contract)",
-            [index, width, height],
-        ),
-        (
-            "image {} is a JPEG of {} scans; "
-            f"serve_bytes takes at most {max_scans} (libjpeg passes over the whole image once a "
-            "scan)",
-            [index, scans],
-        ),
-        (
-            "image {} is a GIF of {} frames up to {}x{}, {} pixels to decode; " + budget_text,
-            [index, frames, width, height, pixels],
-        ),
+        (refusals["pixels"], [index, width, height, pixels]),
+        (refusals["side"], [index, width, height]),
+        (refusals["scans"], [index, scans]),
+        (refusals["frames"], [index, frames, width, height, pixels]),
     ]
     texts = tf.stack([tf.strings.format(text, args) for text, args in messages])
     animated = tf.constant(len(messages) - 1, tf.int64)

@@ -1,8 +1,10 @@
 """The pixel budget: an image that declares too many pixels is refused before it is decoded.
 
-The check is in the exported `serve_bytes` graph (TF Serving running the same SavedModel is
-protected too), its limit is the contract's `max_pixels`, and the client refuses first.
-Before, a 120 KB PNG declaring 6000x6000 grew the server by some 670 MB for good.
+Each image is checked in the exported `serve_bytes` graph (TF Serving running the same
+SavedModel is protected too), a request's images together by the server before the request
+joins a batch, both against the contract's `max_pixels`; the client refuses first.
+Before, a 120 KB PNG declaring 6000x6000 grew the server by some 670 MB for good, and with
+batching on, two valid requests of 12 Mpx each could fail each other (24 Mpx in one batch).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 import http.client
 import io
 import json
+import threading
 import time
 import zlib
 
@@ -30,10 +33,19 @@ from tests.support import ServerProcess
 
 MODELS = ("unet", "localizer")
 BUDGET_TEXT = (
+    f"serve_bytes takes at most {DEFAULT_MAX_PIXELS} pixels per image "
+    "(max_pixels of the model contract)"
+)
+REQUEST_TEXT = (
     f"serve_bytes takes at most {DEFAULT_MAX_PIXELS} pixels per request "
     "(max_pixels of the model contract)"
 )
 HUGE_TEXT = f"image 0 is 6000x6000 = 36000000 pixels; {BUDGET_TEXT}"
+# Batches wait up to 2 s for batch-mates, so two requests sent together share one.
+BATCHING = """max_batch_size { value: 16 }
+batch_timeout_micros { value: 2000000 }
+num_batch_threads { value: 1 }
+"""
 CONFIG = """model_config_list {{
   config {{ name: "unet" base_path: "{root}/unet" model_platform: "tensorflow" }}
   config {{ name: "localizer" base_path: "{root}/localizer" model_platform: "tensorflow" }}
@@ -58,21 +70,42 @@ def server_rss(server) -> int:
 
 
 @pytest.fixture(scope="module")
-def served(tiny_runs, tmp_path_factory):
-    """The tiny unet and localizer, exported with the budget in their graphs, and served."""
+def exported(tiny_runs, tmp_path_factory):
+    """The tiny unet and localizer, exported with the budget in their graphs and manifests."""
     root = tmp_path_factory.mktemp("pixels")
     for model in MODELS:
         publish.export_run(model, tiny_runs[model], root / "models")
     (root / "models.config").write_text(CONFIG.format(root=root / "models"))
-    server = ServerProcess(f"--model_config_file={root / 'models.config'}", log_path=root / "log")
+    (root / "batching.config").write_text(BATCHING)
+    return root
+
+
+@pytest.fixture(scope="module")
+def served(exported):
+    server = ServerProcess(
+        f"--model_config_file={exported / 'models.config'}", log_path=exported / "log"
+    )
     with server:
         yield server
 
 
-def predict_bytes(server, model: str, *images: bytes):
+@pytest.fixture(scope="module")
+def batched(exported):
+    server = ServerProcess(
+        f"--model_config_file={exported / 'models.config'}",
+        "--enable_batching",
+        f"--batching_parameters_file={exported / 'batching.config'}",
+        log_path=exported / "batched.log",
+    )
+    with server:
+        yield server
+
+
+def predict_bytes(server, model: str, *images: bytes, outputs: tuple[str, ...] = ()):
     stub = prediction_service_pb2_grpc.PredictionServiceStub(server.channel)
     req = predict_pb2.PredictRequest(
-        model_spec=model_pb2.ModelSpec(name=model, signature_name="serve_bytes")
+        model_spec=model_pb2.ModelSpec(name=model, signature_name="serve_bytes"),
+        output_filter=outputs,
     )
     req.inputs["image_bytes"].CopyFrom(from_numpy(np.array(images, dtype=object)))
     return stub.Predict(req, timeout=60)
@@ -87,7 +120,10 @@ def refusal(server, model: str, *images: bytes) -> tuple[grpc.StatusCode, str]:
 
 
 def _assertion(details: str) -> str:
-    # TF adds the failing node after the message ("\n\t [[{{node ...}}]]"), as TF Serving does.
+    # The graph's refusals are TF assertions, with the failing node after the message
+    # ("\n\t [[{{node ...}}]]") as TF Serving gives them; the server's are the message alone.
+    if "assertion failed: [" not in details:
+        return details
     start = details.index("assertion failed: [") + len("assertion failed: [")
     return details[start : details.index("]\n", start)]
 
@@ -133,7 +169,7 @@ def test_rest_answers_400_with_the_same_text(served):
     assert status == 400 and _assertion(body["error"]) == HUGE_TEXT
     status, body = post(png(3000, 3000), png(3000, 3000))
     assert status == 400
-    assert _assertion(body["error"]) == f"the 2 images are 18000000 pixels together; {BUDGET_TEXT}"
+    assert body["error"] == f"the 2 images are 18000000 pixels together; {REQUEST_TEXT}"
     status, body = post(png(53, 37))
     assert status == 200 and body["predictions"][0]["image_size"] == [37, 53]
 
@@ -183,3 +219,89 @@ def test_the_client_reads_the_size_without_decoding():
     bomb[29:33] = zlib.crc32(bytes(bomb[12:29])).to_bytes(4, "big")  # IHDR's checksum
     with pytest.raises(client_pre.ImageTooLargeError, match="could be decompression bomb"):
         client_pre.load_rgb(bytes(bomb))
+
+
+def concurrently(server, *requests: tuple[bytes, ...]) -> list[str]:
+    """Sends unet serve_bytes requests at once; "OK" or the code and text of each."""
+    results = [""] * len(requests)
+
+    def send(index: int) -> None:
+        try:
+            predict_bytes(server, "unet", *requests[index], outputs=("image_size",))
+            results[index] = "OK"
+        except grpc.RpcError as error:
+            results[index] = f"{error.code().name}: {_assertion(error.details())}"
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+@pytest.mark.integration
+def test_batch_mates_within_the_budget_both_succeed(batched):
+    # Two requests of 3 x 2000x2000 (12 Mpx each) in one batch of 24 Mpx: the graph checks
+    # each image, so neither fails the other (before: one of them got INVALID_ARGUMENT).
+    valid = (png(2000, 2000),) * 3
+    assert concurrently(batched, valid, valid) == ["OK", "OK"]
+
+
+def many_scans(times: int) -> bytes:
+    """A small progressive JPEG whose last scan is repeated (libjpeg reads every repeat)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (90, 20, 200)).save(buffer, "JPEG", progressive=True)
+    data = buffer.getvalue()
+    end = data.rindex(b"\xff\xd9")
+    return data[:end] + data[data.rindex(b"\xff\xda") : end] * times + data[end:]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "bad, text",
+    [
+        # 3 x 2400x2400 is 17.28 Mpx together, though each image is within the budget.
+        (
+            (png(2400, 2400),) * 3,
+            f"the 3 images are 17280000 pixels together; {REQUEST_TEXT}",
+        ),
+        # Images the graph would refuse alone are refused before they join a batch too.
+        ((png(53, 37), HUGE), f"image 1 is 6000x6000 = 36000000 pixels; {BUDGET_TEXT}"),
+        (
+            (many_scans(200),),
+            "image 0 is a JPEG of 210 scans; serve_bytes takes at most 100 (libjpeg passes "
+            "over the whole image once a scan)",
+        ),
+    ],
+    ids=["total", "image", "scans"],
+)
+def test_a_request_over_the_budget_never_fails_its_batch_mate(batched, bad, text):
+    # Prepare: a valid request of 12 Mpx.
+    valid = (png(2000, 2000),) * 3
+    # Send both at once, then Verify: the server refuses the bad one before it joins a batch.
+    assert concurrently(batched, bad, valid) == [f"INVALID_ARGUMENT: {text}", "OK"]
+    still_serves(batched)
+
+
+@pytest.mark.integration
+def test_the_server_counts_padded_outputs_and_gif_frames(served):
+    # unet's masks are padded to the largest height and width: 2 x 4096 x 4096 pixels out.
+    tall, wide = png(1, 4096), png(4096, 1)
+    assert refusal(served, "unet", tall, wide) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"the 2 outputs padded to 4096x4096 are 33554432 pixels; {REQUEST_TEXT}",
+    )
+    # The localizer pads nothing: the same images are a few thousand pixels.
+    outputs = predict_bytes(served, "localizer", tall, wide).outputs
+    assert to_numpy(outputs["image_size"], "image_size").tolist() == [[4096, 1], [1, 4096]]
+    # Every frame of an animated GIF is decoded, so every frame counts.
+    buffer = io.BytesIO()
+    frames = [Image.new("P", (1000, 1000), color) for color in range(5)]
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    gif = buffer.getvalue()
+    assert refusal(served, "localizer", gif, gif, gif, gif) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"the 4 images are 20000000 pixels together; {REQUEST_TEXT}",
+    )
+    still_serves(served)
