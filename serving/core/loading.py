@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 
 from serving.core import versions
@@ -52,6 +53,39 @@ class Workers:
                 return
             for thread in threads:
                 thread.join()
+
+
+class WorkQueue:
+    """Tasks run in order by at most `size` threads, started on demand and ended when idle.
+
+    TF Serving's load and unload executors: a thread pool of N, or with N = 0 the manager's own
+    work loop (here one queue of size 1 that loads and unloads share).
+    """
+
+    def __init__(self, workers: Workers, cv: threading.Condition, size: int, name: str):
+        self._workers, self._cv, self._size, self._name = workers, cv, max(size, 1), name
+        self._tasks: deque[Callable[[], None]] = deque()
+        self._running = 0
+
+    def submit(self, task: Callable[[], None]) -> None:
+        """Queues `task`; starts a thread for it if fewer than `size` are running."""
+        with self._cv:
+            self._tasks.append(task)
+            if self._running < self._size:
+                self._running += 1
+                self._workers.spawn(self._drain, self._name)
+
+    def _drain(self) -> None:
+        while True:
+            with self._cv:
+                if not self._tasks:
+                    self._running -= 1
+                    return
+                task = self._tasks.popleft()
+            try:
+                task()
+            except Exception:  # one task's bug must not strand the tasks queued behind it
+                logger.exception("%s task failed", self._name)
 
 
 class VersionLoader:

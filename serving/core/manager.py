@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import grpc
 from tensorflow_serving.apis import get_model_status_pb2
 
 from serving.core import config_checks, versions
-from serving.core.loading import VersionLoader, Workers
+from serving.core.loading import VersionLoader, Workers, WorkQueue
 from serving.core.model_status import (
     PUBLIC_STATE,
     ManagedModel,
@@ -21,7 +22,13 @@ from serving.core.model_status import (
     State,
     version_statuses,
 )
-from serving.errors import ServingError, invalid_argument, servable_not_found, unknown
+from serving.errors import (
+    ServingError,
+    invalid_argument,
+    not_found,
+    servable_not_found,
+    unknown,
+)
 from serving.servables.saved_model import Servable, load_servable
 
 logger = logging.getLogger("serving")
@@ -30,8 +37,11 @@ logger = logging.getLogger("serving")
 class ModelManager:
     """TF Serving's ServerCore + AspiredVersionsManager, with the availability-preserving policy.
 
-    All state sits behind one condition variable; loads and unloads run in their own threads so
-    a slow model does not hold up others. Listeners run under that lock: keep them quick.
+    All state sits behind one condition variable. Loads run on a pool of `num_load_threads`
+    threads and unloads on one of `num_unload_threads`; 0 means one at a time on the manager's
+    own thread, which both share, as in TF Serving. The first config loads on a pool of
+    `num_initial_load_threads` (TF Serving: 4 per CPU). A queued version stays START until a
+    thread takes it. Listeners run under the lock: keep them quick.
     """
 
     def __init__(
@@ -44,6 +54,9 @@ class ModelManager:
         load_retry_interval_s: float = 60.0,
         allow_version_labels_for_unavailable_models: bool = False,
         listeners: Sequence[Callable[[str, int, int], None]] = (),
+        num_load_threads: int = 0,
+        num_unload_threads: int = 0,
+        num_initial_load_threads: int = 4 * (os.cpu_count() or 1),
     ):
         self._version_loader = VersionLoader(
             loader, warmup, max_num_load_retries, load_retry_interval_s
@@ -52,13 +65,30 @@ class ModelManager:
         self._allow_unavailable_labels = allow_version_labels_for_unavailable_models
         self._listeners = list(listeners)
         self._cv = threading.Condition(threading.RLock())
-        self._reload_lock = threading.Lock()  # ReloadConfig holds config_mu_ while it waits
+        # Held while a config is checked and applied, not while its loads are awaited.
+        self._reload_lock = threading.Lock()
         self._poll_lock = threading.Lock()
         self._config = None
         self._models: dict[str, ManagedModel] = {}
         self._labels: dict[str, dict[str, int]] = {}
         self._history: dict[str, dict[int, tuple[int, ServingError | None]]] = {}
         self._workers = Workers(self._cv)
+        own_thread = WorkQueue(self._workers, self._cv, 1, "serving-manager")
+        self._loads = (
+            WorkQueue(self._workers, self._cv, num_load_threads, "serving-load")
+            if num_load_threads > 0
+            else own_thread
+        )
+        self._unloads = (
+            WorkQueue(self._workers, self._cv, num_unload_threads, "serving-unload")
+            if num_unload_threads > 0
+            else own_thread
+        )
+        # Until the first config's models are in, loads use a larger pool, as TF Serving's.
+        self._load_pool = WorkQueue(
+            self._workers, self._cv, num_initial_load_threads, "serving-initial-load"
+        )
+        self._held_for_unload = 0  # versions whose unload waits for requests to release them
         self._stopping = False
 
     def subscribe(self, listener: Callable[[str, int, int], None]) -> None:
@@ -68,17 +98,30 @@ class ModelManager:
 
     # ---- configuration ----
 
-    def reload_config(self, config) -> None:
+    def reload_config(self, config, timeout: float | None = None) -> None:
         """Makes the manager serve exactly the models of a `ModelServerConfig`.
+
+        Unlike TF Serving, which holds its config lock until the new models are available (for
+        ever when a base path does not exist), the lock covers only the config change, and the
+        wait for the new models ends after `timeout`. Loads still running go on.
 
         Args:
             config: A `ModelServerConfig` holding a `model_config_list`.
+            timeout: Seconds to wait for the newly added models; None waits until they settle.
 
         Raises:
-            ServingError: TF Serving's validation errors (nothing changes then), or UNKNOWN when
-                a newly added model did not become available.
+            ServingError: TF Serving's validation errors (nothing changes then); UNKNOWN, TF
+                Serving's "did not become available" text, when a newly added model failed to
+                load or was not available in time; DEADLINE_EXCEEDED when another reload held
+                the config for all of `timeout`.
         """
-        with self._reload_lock:
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        if not self._reload_lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+            raise ServingError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "Timed out waiting for another config reload to be applied",
+            )
+        try:
             with self._cv:
                 if self._stopping:
                     raise ServingError(grpc.StatusCode.CANCELLED, "Model manager is stopping")
@@ -95,9 +138,16 @@ class ModelManager:
             self._poll_all()
             if first and self._poll_wait > 0:
                 self._workers.spawn(self._poll_loop, "serving-fs-poll")
-            self._wait_until_available(added, first)
+        finally:
+            self._reload_lock.release()
+        try:
+            self._wait_until_available(added, first, deadline)
+        finally:
+            if first:
+                with self._cv:
+                    self._load_pool = self._loads
 
-    def _apply_config(self, config) -> list[str]:
+    def _apply_config(self, config) -> list[ManagedModel]:
         old, self._models, added = self._models, {}, []
         for model_config in config.model_config_list.config:
             policy = versions.policy_from_proto(model_config.model_version_policy)
@@ -105,7 +155,7 @@ class ModelManager:
             if model is None:
                 logger.info("(Re-)adding model: %s", model_config.name)
                 model = ManagedModel(model_config.name, model_config.base_path, policy)
-                added.append(model.name)
+                added.append(model)
             model.base_path, model.policy = model_config.base_path, policy
             self._models[model.name] = model
         for model in old.values():
@@ -114,26 +164,37 @@ class ModelManager:
             self._set_aspired(model, {})
         return added
 
-    def _wait_until_available(self, names: list[str], first: bool) -> None:
+    def _wait_until_available(
+        self, models: list[ManagedModel], first: bool, deadline: float | None
+    ) -> None:
         with self._cv:
-            self._cv.wait_for(lambda: self._stopping or all(map(self._settled, names)))
+            timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            self._cv.wait_for(
+                lambda: self._stopping or all(map(self._settled, models)), timeout=timeout
+            )
             if self._stopping:
                 raise ServingError(grpc.StatusCode.CANCELLED, "Model manager is stopping")
-            failures = []
-            for model in filter(None, map(self._models.get, names)):
-                failed = [v for v in model.versions.values() if v.state == versions.FAILED]
-                if failed and not self._ready(model):
-                    worst = max(failed, key=lambda v: v.number)
-                    failures.append((versions.servable_id(model.name, worst.number), worst.error))
+            failures = list(filter(None, map(self._unavailable, models)))
         if failures:
             raise unknown(versions.not_available_message(failures, first))
 
-    def _settled(self, name: str) -> bool:
-        model = self._models.get(name)
-        if model is None:
+    @staticmethod
+    def _settled(model: ManagedModel) -> bool:
+        if model.retired:  # a later reload removed it: no longer awaited
             return True
         aspired = any(v.aspired for v in model.versions.values())
         return model.found and aspired and versions.is_settled(model.snapshots())
+
+    def _unavailable(self, model: ManagedModel) -> tuple[str, ServingError | None] | None:
+        """Why a model awaited by a reload is not available: (servable id, error), or None."""
+        if model.retired or self._ready(model):
+            return None
+        aspired = [v for v in model.versions.values() if v.aspired]
+        if not aspired:
+            return versions.latest_request(model.name), model.source_error
+        failed = [v for v in aspired if v.state == versions.FAILED]
+        worst = max(failed or aspired, key=lambda v: v.number)
+        return versions.servable_id(model.name, worst.number), worst.error
 
     # ---- file-system polling ----
 
@@ -154,21 +215,42 @@ class ModelManager:
                 models = list(self._models.values())
             for model in models:
                 # List outside the lock (file systems can be slow), decide under it.
+                base_path = model.base_path
                 try:
-                    children = os.listdir(model.base_path)
+                    children = os.listdir(base_path)
                 except OSError as error:
-                    logger.error(versions.base_path_error(model.name, model.base_path, error))
+                    message = versions.base_path_message(model.name, base_path, error)
+                    line = versions.base_path_error(model.name, base_path, error)
+                    with self._cv:
+                        self._report(model, invalid_argument(message), [(logging.ERROR, line)])
                     continue
                 with self._cv:
                     if not model.retired and not self._stopping:
                         self._apply_listing(model, children)
 
+    @staticmethod
+    def _report(
+        model: ManagedModel, error: ServingError | None, lines: list[tuple[int, str]]
+    ) -> None:
+        """Keeps why a poll found no version to serve, and logs what a poll found once.
+
+        TF Serving logs on every poll; here a line comes back only when the findings change,
+        so a config naming thousands of missing paths does not flood the log every second.
+        """
+        model.source_error = error
+        if lines != model.reported:
+            for level, line in lines:
+                logger.log(level, line)
+            model.reported = lines
+
     def _apply_listing(self, model: ManagedModel, children: list[str]) -> None:
         by_version, warnings = versions.index_children(children)
         aspired = versions.aspired_versions(by_version, model.policy)
         warnings += versions.policy_warnings(model.name, model.base_path, by_version, model.policy)
-        for warning in warnings:
-            logger.warning(warning)
+        error = None
+        if not aspired:
+            error = not_found(versions.no_version_message(model.name, model.base_path))
+        self._report(model, error, [(logging.WARNING, warning) for warning in warnings])
         paths = {number: str(Path(model.base_path) / child) for number, child in aspired.items()}
         self._set_aspired(model, paths)
 
@@ -189,14 +271,14 @@ class ModelManager:
             version = model.versions[action.version]
             if action.kind == versions.DROP:
                 del model.versions[action.version]
-                if version.state == versions.NEW:
+                if version.state in (versions.NEW, versions.QUEUED):
                     self._record(model, version.number, State.END)
             elif action.kind == versions.LOAD:
-                self._transition(model, version, versions.LOADING)
-                self._workers.spawn(lambda v=version: self._load(model, v), "serving-load")
+                version.state = versions.QUEUED
+                self._load_pool.submit(lambda v=version: self._load(model, v))
             else:
                 self._transition(model, version, versions.UNLOADING)
-                self._workers.spawn(lambda v=version: self._unload(model, v), "serving-unload")
+                self._unloads.submit(lambda v=version: self._unload(model, v))
         self._cv.notify_all()
 
     def _transition(self, model: ManagedModel, version: ManagedVersion, state: str) -> None:
@@ -220,6 +302,10 @@ class ModelManager:
         return version.aspired and not self._stopping
 
     def _load(self, model: ManagedModel, version: ManagedVersion) -> None:
+        with self._cv:
+            if model.versions.get(version.number) is not version or self._stopping:
+                return  # dropped (un-aspired) while its load was queued
+            self._transition(model, version, versions.LOADING)
         servable, error = self._version_loader.load(
             model.name, version.number, version.path, self._cv, lambda: self._may_retry(version)
         )
@@ -237,8 +323,12 @@ class ModelManager:
     def _unload(self, model: ManagedModel, version: ManagedVersion) -> None:
         sid = versions.servable_id(model.name, version.number)
         with self._cv:
-            # In-flight requests keep their handle; the version goes once the last is released.
-            self._cv.wait_for(lambda: version.refs == 0)
+            if version.refs:
+                # In-flight requests keep their handle; the last one to let go queues the
+                # unload again, so no unload thread waits for a request.
+                version.unload_on_release = True
+                self._held_for_unload += 1
+                return
         logger.info("Unloading servable version %s", sid)
         version.servable.close()
         with self._cv:
@@ -290,7 +380,11 @@ class ModelManager:
         finally:
             with self._cv:
                 held.refs -= 1
-                self._cv.notify_all()
+                if held.refs == 0 and held.unload_on_release:
+                    held.unload_on_release = False
+                    self._unloads.submit(lambda: self._unload(model, held))
+                    self._held_for_unload -= 1
+                    self._cv.notify_all()
 
     def status(
         self, name: str, version: int | None = None
@@ -326,4 +420,7 @@ class ModelManager:
                 model.retired = True
                 self._set_aspired(model, {})
             self._cv.notify_all()
+        self._workers.join_all()
+        with self._cv:
+            self._cv.wait_for(lambda: self._held_for_unload == 0)
         self._workers.join_all()

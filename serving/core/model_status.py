@@ -15,6 +15,7 @@ State = get_model_status_pb2.ModelVersionStatus.State
 # The manager's version states as GetModelStatus names them (FAILED is reported as END).
 PUBLIC_STATE = {
     versions.NEW: State.START,
+    versions.QUEUED: State.START,
     versions.LOADING: State.LOADING,
     versions.READY: State.AVAILABLE,
     versions.UNLOADING: State.UNLOADING,
@@ -34,6 +35,7 @@ class ManagedVersion:
     servable: Servable | None = None
     refs: int = 0
     error: ServingError | None = None
+    unload_on_release: bool = False  # UNLOADING while requests still hold it
 
 
 @dataclass(eq=False)
@@ -46,6 +48,9 @@ class ManagedModel:
     versions: dict[int, ManagedVersion] = field(default_factory=dict)
     found: bool = False  # a poll has aspired at least one version
     retired: bool = False  # dropped from the config (or the manager stopped)
+    # Why the last poll aspired no version (TF Serving's storage path source error), if so.
+    source_error: ServingError | None = None
+    reported: list[tuple[int, str]] = field(default_factory=list)  # the last poll's log lines
 
     def snapshots(self) -> list[versions.VersionSnapshot]:
         return [

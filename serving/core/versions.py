@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 # Lifecycle of a version inside the manager (TF Serving's LoaderHarness states, simplified).
 NEW = "new"  # aspired, not yet loading
+QUEUED = "queued"  # its load waits for a thread of the load pool (still START to clients)
 LOADING = "loading"
 READY = "ready"  # AVAILABLE: serving requests
 UNLOADING = "unloading"
@@ -151,25 +152,47 @@ def policy_warnings(
     return warnings
 
 
-def base_path_error(name: str, base_path: str, error: OSError) -> str:
-    """The log line for a base path that cannot be listed."""
+def base_path_message(name: str, base_path: str, error: OSError) -> str:
+    """The INVALID_ARGUMENT text of TF Serving's storage path source for an unlistable base path."""
     code = "NOT_FOUND" if isinstance(error, FileNotFoundError) else "UNKNOWN"
     return (
-        "FileSystemStoragePathSource encountered a filesystem access error: Could not find base "
-        f"path {base_path} for servable {name} with error {code}: {base_path}; {error.strerror}"
+        f"Could not find base path {base_path} for servable {name} with error {code}: "
+        f"{base_path}; {error.strerror}"
     )
 
 
-def not_available_message(failures: Sequence[tuple[str, object]], first: bool) -> str:
-    """The UNKNOWN text when models fail to load while the manager waits for them.
+def base_path_error(name: str, base_path: str, error: OSError) -> str:
+    """The log line for a base path that cannot be listed."""
+    return (
+        "FileSystemStoragePathSource encountered a filesystem access error: "
+        + base_path_message(name, base_path, error)
+    )
+
+
+def no_version_message(name: str, base_path: str) -> str:
+    """TF Serving's NOT_FOUND text for a base path that holds no version directory."""
+    return f"Unable to find a numerical version path for servable {name} at: {base_path}"
+
+
+def latest_request(name: str) -> str:
+    """`ServableRequest::DebugString()` of a request for a model's latest version."""
+    return f"Latest({name})"
+
+
+def not_available_message(failures: Sequence[tuple[str, object | None]], first: bool) -> str:
+    """The UNKNOWN text when models do not become available while the manager waits for them.
 
     Args:
-        failures: (servable id text, ServingError) per model that did not become available.
+        failures: (servable id or request text, ServingError or None) per model that did not
+            become available; None (still loading) leaves out the "due to error" part.
         first: True at start-up (`load_servables_fast.cc` counts servables), False on a reload
             (`server_core.cc` counts models).
     """
     noun = "servable(s)" if first else "model(s)"
-    entries = "".join(f"{{{sid} due to error: {error.to_string()}}}, " for sid, error in failures)
+    entries = "".join(
+        f"{{{sid}}}, " if error is None else f"{{{sid} due to error: {error.to_string()}}}, "
+        for sid, error in failures
+    )
     return f"{len(failures)} {noun} did not become available: {{{entries}}}"
 
 
@@ -182,12 +205,13 @@ def next_action(snapshots: Sequence[VersionSnapshot]) -> Action | None:
         snapshots: Every version the manager currently manages for one model.
 
     Returns:
-        DROP an un-aspired version that is not serving (nothing to unload); else UNLOAD the
-        lowest un-aspired READY version, unless it is the only one serving while an aspired
-        version is still on its way; else LOAD the highest NEW aspired version.
+        DROP an un-aspired version that is neither serving nor loading (a QUEUED load is
+        abandoned); else UNLOAD the lowest un-aspired READY version, unless it is the only one
+        serving while an aspired version is still on its way; else LOAD the highest NEW aspired
+        version.
     """
     for snap in sorted(snapshots, key=lambda s: s.version):
-        if not snap.aspired and snap.state in (NEW, FAILED):
+        if not snap.aspired and snap.state in (NEW, QUEUED, FAILED):
             return Action(DROP, snap.version)
     has_aspired = any(s.aspired for s in snapshots)
     has_aspired_serving = any(s.aspired and s.state == READY for s in snapshots)

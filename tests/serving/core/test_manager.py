@@ -16,27 +16,14 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.core import config_checks, versions
-from serving.core.manager import ModelManager
 from serving.errors import ServingError
 from serving.servables.saved_model import load_servable
 from serving.servables.warmup import read_warmup_requests
-from tests.support import corrupt_version, tf, write_known_model
+from tests.serving.core.conftest import POLL_S
+from tests.support import corrupt_version, tf
 
 integration = pytest.mark.integration
 State = get_model_status_pb2.ModelVersionStatus.State
-POLL_S, RETRY_S = 0.1, 0.05
-
-
-@pytest.fixture(scope="module")
-def templates(tmp_path_factory) -> dict[str, Path]:
-    """Known models saved once; tests copy them into place (much faster than saving)."""
-    root = tmp_path_factory.mktemp("templates")
-    return {
-        "half": write_known_model(root / "half", 1, a=0.5, b=2.0),
-        "one": write_known_model(root / "one", 1, a=1.0, b=0.0),
-        "good_warmup": write_known_model(root / "good", 1, warmup="good"),
-        "bad_warmup": write_known_model(root / "bad", 1, warmup="bad"),
-    }
 
 
 def publish(templates, base: Path, version: int | str, kind: str = "half") -> Path:
@@ -67,22 +54,6 @@ def config(*models, **labels_by_model) -> model_server_config_pb2.ModelServerCon
         for label, version in labels_by_model.get(name, {}).items():
             entry.version_labels[label] = version
     return result
-
-
-@pytest.fixture
-def make_manager():
-    managers = []
-
-    def make(**kwargs) -> ModelManager:
-        kwargs.setdefault("file_system_poll_wait_seconds", POLL_S)
-        kwargs.setdefault("load_retry_interval_s", RETRY_S)
-        manager = ModelManager(**kwargs)
-        managers.append(manager)
-        return manager
-
-    yield make
-    for manager in managers:
-        manager.stop()
 
 
 def wait_until(predicate, timeout: float = 10.0) -> None:
