@@ -99,7 +99,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     @_rpc
     def HandleReloadConfigRequest(self, request, context):  # noqa: N802
-        return self.core.reload_config(request)
+        # Waits for the new models only until just before the deadline (see Core.reload_config).
+        return self.core.reload_config(request, time_remaining=context.time_remaining())
 
 
 def server_options(

@@ -31,12 +31,17 @@ class ConfigPoller(threading.Thread):
     TF Serving re-applies it anyway, which is a no-op for the file alone; skipping it here also
     keeps a poll that read the file just before a rollout tool rewrote it (and reloaded over
     gRPC) from re-applying the stale labels afterwards.
+
+    A reload waits at most `timeout` seconds for its new models (TF Serving waits until they
+    are available, for ever for a missing base path); loads still running then go on.
     """
 
-    def __init__(self, core: Core, path: str, seconds: float, applied=None):
+    def __init__(
+        self, core: Core, path: str, seconds: float, applied=None, timeout: float | None = None
+    ):
         super().__init__(name="config-poller", daemon=True)
         self.core, self.path, self.seconds = core, path, seconds
-        self.applied = applied
+        self.applied, self.timeout = applied, timeout
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -49,7 +54,7 @@ class ConfigPoller(threading.Thread):
             if new_config == self.applied:
                 continue
             try:
-                self.core.apply_config(new_config)
+                self.core.apply_config(new_config, timeout=self.timeout)
                 self.applied = new_config
             except errors.ServingError as error:
                 log.error(
@@ -171,8 +176,16 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
         max_num_load_retries=options.max_num_load_retries,
         load_retry_interval_s=options.load_retry_interval_micros / 1e6,
         allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
+        num_load_threads=options.num_load_threads,
+        num_unload_threads=options.num_unload_threads,
     )
-    core = Core(manager, predictor, metrics=metrics, base_path_map=options.base_path_map)
+    core = Core(
+        manager,
+        predictor,
+        metrics=metrics,
+        base_path_map=options.base_path_map,
+        reload_timeout_s=options.model_config_reload_timeout_seconds,
+    )
     started = threading.Event()
     # A stop during start-up stops the manager, which ends the wait for the initial loads.
     threading.Thread(
@@ -251,6 +264,7 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
             options.model_config_file,
             options.model_config_file_poll_wait_seconds,
             applied=initial,
+            timeout=options.model_config_reload_timeout_seconds,
         )
         poller.start()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 
 from tensorflow_serving.apis import (
@@ -28,6 +29,27 @@ from serving.servables import classifier, inference, multi_inference, predict, r
 
 log = logging.getLogger("serving")
 
+# A reload stops waiting this long (at most a tenth of its time) before the RPC's deadline, so
+# its answer reaches the client in time. gRPC reports no deadline as about 9.2e18 s left.
+RELOAD_ANSWER_MARGIN_S = 1.0
+_NO_DEADLINE_S = 1e12
+
+
+def reload_wait(time_remaining: float | None, default: float | None) -> float | None:
+    """How long a reload may wait for its models.
+
+    Args:
+        time_remaining: The RPC's time left (`context.time_remaining()`), or None.
+        default: The wait when the caller set no deadline (`--model_config_reload_timeout_seconds`).
+    """
+    if (
+        time_remaining is None
+        or not math.isfinite(time_remaining)
+        or time_remaining > _NO_DEADLINE_S
+    ):
+        return default
+    return max(time_remaining - min(RELOAD_ANSWER_MARGIN_S, time_remaining / 10), 0.0)
+
 
 class Core:
     """Resolves model specs through the version manager and runs the TF Serving APIs.
@@ -40,6 +62,8 @@ class Core:
             MultiInference as well.
         metrics: where request counts and latencies are recorded.
         base_path_map: `--base_path_map`, applied to every config the core is given.
+        reload_timeout_s: How long a reload RPC sent with no deadline waits for its models
+            (`--model_config_reload_timeout_seconds`); None waits as long as they take.
     """
 
     def __init__(
@@ -49,11 +73,13 @@ class Core:
         *,
         metrics: Metrics | None = None,
         base_path_map: str = "",
+        reload_timeout_s: float | None = None,
     ):
         self.manager = manager
         self.predictor = predictor
         self.metrics = metrics or Metrics()
         self.base_path_map = base_path_map
+        self.reload_timeout_s = reload_timeout_s
 
     # -- model spec resolution ---------------------------------------------------------------
 
@@ -204,23 +230,44 @@ class Core:
         return response
 
     def reload_config(
-        self, request: model_management_pb2.ReloadConfigRequest
+        self,
+        request: model_management_pb2.ReloadConfigRequest,
+        time_remaining: float | None = None,
     ) -> model_management_pb2.ReloadConfigResponse:
-        """Replaces the model list and blocks until newly added models are available."""
+        """Replaces the model list and waits for newly added models, until the RPC's deadline.
+
+        TF Serving waits until they are available however long that takes (for ever for a base
+        path that does not exist), and holds its config lock meanwhile, so every later reload
+        waits too. Here the wait ends shortly before the deadline (or after `reload_timeout_s`
+        with none) with TF Serving's UNKNOWN "<n> model(s) did not become available" text,
+        which also names models still loading (`{name: m version: 2}`) and models with no
+        version, as `{Latest(m) due to error: ...}` with the storage path source's error.
+
+        Args:
+            request: The ReloadConfigRequest.
+            time_remaining: Seconds left before the RPC's deadline, or None.
+        """
         if request.config.WhichOneof("config") != "model_config_list":
             raise errors.invalid_argument(
                 "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
                 "ModelConfigList is currently supported"
             )
-        self.apply_config(request.config)
+        self.apply_config(
+            request.config, timeout=reload_wait(time_remaining, self.reload_timeout_s)
+        )
         response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = 0
         return response
 
-    def apply_config(self, model_server_config) -> None:
-        """Hands a ModelServerConfig (after `--base_path_map`) to the version manager."""
+    def apply_config(self, model_server_config, timeout: float | None = None) -> None:
+        """Hands a ModelServerConfig (after `--base_path_map`) to the version manager.
+
+        Args:
+            model_server_config: The new config.
+            timeout: Seconds to wait for newly added models; None waits until they settle.
+        """
         self.manager.reload_config(
-            config_lib.map_base_paths(model_server_config, self.base_path_map)
+            config_lib.map_base_paths(model_server_config, self.base_path_map), timeout=timeout
         )
 
     def metrics_text(self) -> str:
