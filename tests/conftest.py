@@ -42,6 +42,9 @@ def known_server(tmp_path_factory):
         str(root / "monitoring.config"),
         "--allow_version_labels_for_unavailable_models",
         "--rest_api_timeout_in_ms=20000",
+        # Tests here send tensors of millions of items; the items cap has its own tests
+        # (tests/serving/reliability/test_admission_limits.py).
+        "--max_request_items=100000000",
         log_path=root / "server.log",
     )
     server.start()

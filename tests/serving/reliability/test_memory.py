@@ -41,7 +41,11 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("memory")
     write_known_model(root / "half", 1)
     process = ServerProcess(
-        "--model_name=half", f"--model_base_path={root / 'half'}", log_path=root / "server.log"
+        "--model_name=half",
+        f"--model_base_path={root / 'half'}",
+        # The large request is 25 million items of x.
+        "--max_request_items=100000000",
+        log_path=root / "server.log",
     )
     with process:
         yield process
