@@ -1,10 +1,11 @@
 """models.config as the rollout tool writes it: one operator at a time, edited in place.
 
 - **Lock.** An advisory `fcntl.flock` on `.<name>.lock` beside the real file (symlinks resolved,
-  so two paths to one file share one lock). Not on the config itself: each write renames a new
-  file over it, and a lock on the old inode would not exclude the next operator. A second
-  operator waits up to `--lock_timeout` seconds, saying who holds it, then gives up in one line.
-  The lock binds only this tool; a hand edit is caught by the next check.
+  so two paths to one file share one lock), which names its holder and is removed on release.
+  Not on the config itself: each write renames a new file over it, and a lock on the old inode
+  would not exclude the next operator. A second operator waits up to `--lock_timeout` seconds,
+  saying who holds it, then gives up in one line. The lock binds only this tool; a hand edit is
+  caught by the next check.
 - **Compare before write.** Each write first reads the file again under the lock and refuses,
   naming the change, when it differs from what this rollout last read or wrote.
 - **In place.** Only the changed fields' text is rewritten (`spans`): comments stay.
@@ -69,22 +70,24 @@ class ConfigLock:
         self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
         self.handle = None
 
-    def __enter__(self) -> ConfigLock:
+    def _open(self):
         try:
-            handle = open(self.path, "a+", encoding="utf-8")  # closed in __exit__
+            return open(self.path, "a+", encoding="utf-8")  # closed in __exit__
         except OSError as error:
             if error.errno == errno.EROFS:
                 raise _read_only(self.config) from None
             raise RefusalError(f"cannot open the lock {self.path}: {error.strerror}") from None
+
+    def __enter__(self) -> ConfigLock:
         deadline, told = time.monotonic() + self.timeout, False
         while True:
+            handle = self._open()
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except BlockingIOError:
                 other = _holder(handle)
+                handle.close()
                 if time.monotonic() >= deadline:
-                    handle.close()
                     raise RefusalError(
                         f"{self.path} is held by {other}; gave up after {self.timeout:g} s "
                         "(--lock_timeout): retry when that rollout ends"
@@ -96,6 +99,10 @@ class ConfigLock:
                     )
                     told = True
                 time.sleep(LOCK_POLL_S)
+                continue
+            if _same_file(handle, self.path):
+                break
+            handle.close()  # its holder removed it on release: lock the file there now
         handle.seek(0)
         handle.truncate()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -105,11 +112,21 @@ class ConfigLock:
         return self
 
     def __exit__(self, *exc) -> None:
+        # Removed while still locked, so no lock file is left beside the config; a waiter that
+        # locks the removed file sees that and opens the path again.
         with contextlib.suppress(OSError):
-            self.handle.truncate(0)
+            self.path.unlink()
         fcntl.flock(self.handle, fcntl.LOCK_UN)
         self.handle.close()
         self.handle = None
+
+
+def _same_file(handle, path: Path) -> bool:
+    try:
+        named, opened = path.stat(), os.fstat(handle.fileno())
+    except FileNotFoundError:
+        return False
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def _holder(handle) -> str:

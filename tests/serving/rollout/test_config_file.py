@@ -179,6 +179,7 @@ def test_a_second_operator_waits_for_the_lock_then_goes_on(tmp_path, capsys):
     assert "waiting for the lock" in err and "pid 4242: canary half 2" in err, err
     assert code == 1 and "UNAVAILABLE" in err, err
     assert path.read_text() == CANARIED
+    assert not config_file.lock_path(path).exists()  # removed on release
 
 
 def test_a_read_only_config_is_refused_before_anything_changes(tmp_path, capsys):
@@ -197,3 +198,25 @@ def test_a_read_only_config_is_refused_before_anything_changes(tmp_path, capsys)
     assert f"{target} is on a read-only file system" in err
     assert "ConfigMap" in err
     assert target.read_text() == CANARIED
+
+
+def test_the_lock_excludes_other_holders(tmp_path):
+    # Read-modify-write of a counter from four threads under the lock, each holder removing the
+    # lock file on release: two holders at once would lose an increment.
+    path = tmp_path / "models.config"
+    path.write_text("0")
+
+    def bump(worker: int) -> None:
+        for _ in range(25):
+            with config_file.ConfigLock(path, 60.0, f"worker {worker}", say=lambda _: None):
+                value = int(path.read_text())
+                time.sleep(0.001)
+                path.write_text(str(value + 1))
+
+    threads = [threading.Thread(target=bump, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert path.read_text() == "100"
+    assert not config_file.lock_path(path).exists()

@@ -101,6 +101,7 @@ def test_two_operators_at_once_lose_no_edit(tmp_path):
             assert code == 2 and "lock" in err and err.count("\n") == 1, (name, err)
             assert labels(cfg, name) == {"stable": 1}, (name, text)
     assert [code for code, _ in results] == [0, 0], results  # 300 s is time enough for both
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "models.config", "server.log"]
 
 
 def test_a_hand_edit_during_a_rollout_is_refused_not_overwritten(tmp_path):
