@@ -258,3 +258,20 @@ def test_a_message_over_the_budget_is_refused_by_grpc_and_the_server_serves(smal
     assert "Received message larger than max" in details
     assert details.endswith(f" vs. {BUDGET + 2**20})")
     still_serves(stub)
+
+
+def test_the_receive_limit_follows_the_budget_unless_the_user_sets_it():
+    from serving.model_servers.grpc_services import (
+        ENVELOPE_BYTES,
+        MAX_MESSAGE_BYTES,
+        receive_limit,
+        server_options,
+    )
+
+    assert receive_limit(512 * 2**20) == 512 * 2**20 + ENVELOPE_BYTES
+    # gRPC takes an int: never past 2 GiB - 1, whatever the budget.
+    assert receive_limit(2**31) == MAX_MESSAGE_BYTES
+    ours = dict(server_options("", receive_limit(BUDGET)))
+    assert ours["grpc.max_receive_message_length"] == BUDGET + ENVELOPE_BYTES
+    theirs = server_options("grpc.max_receive_message_length=4096", receive_limit(BUDGET))
+    assert [value for key, value in theirs if key == "grpc.max_receive_message_length"] == [4096]
