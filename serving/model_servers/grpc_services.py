@@ -110,9 +110,9 @@ def server_options(
 
     Args:
         channel_arguments: The flag's text (checked already by `flags.check_options`).
-    """
         max_receive_message_length: Our receive limit (`receive_limit`); the flag's own
             `grpc.max_receive_message_length` replaces it.
+    """
     arguments = flags.parse_grpc_channel_arguments(channel_arguments)
     for argument in arguments:
         if argument.dropped:
@@ -153,8 +153,8 @@ def make_server(
     ssl_config=None,
     socket_path: str = "",
     channel_arguments: str = "",
-):
     max_receive_message_length: int = MAX_MESSAGE_BYTES,
+):
     """Builds the gRPC server with both TF Serving services (and health) on a port and/or socket.
 
     Args:
@@ -168,9 +168,9 @@ def make_server(
         socket_path: A UNIX socket to listen on as well (`--grpc_socket_path`), or "". A stale
             socket file there is replaced; any other file is an error.
         channel_arguments: `--grpc_channel_arguments`, applied to every listener.
-
         max_receive_message_length: The largest request read (`receive_limit`), unless
             `channel_arguments` sets its own.
+
     Raises:
         OSError: the port or the socket cannot be bound.
     """
