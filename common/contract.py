@@ -74,9 +74,10 @@ class Preprocessing:
     - the bytes signature's graph refuses each image over either, alone, so its answer does
       not depend on which requests a server batches together; where the signature pads every
       output to the batch's largest image (`pads_outputs`), each side is at most `max_side`;
-    - the server refuses a request whose images together are over `max_pixels` (padded
-      outputs: count x largest height x largest width) before it joins a batch (the embedded
-      server only: TF Serving has the graph's per-image checks alone);
+    - the server checks the same from the same headers before a request joins a batch, and
+      also the request's images together against `max_pixels` (padded outputs: count x
+      largest height x largest width); the embedded server only: TF Serving has the graph's
+      per-image checks alone;
     - the client refuses a larger image before decoding it. A JPEG much larger than the input is
     decoded at a reduced DCT scale (`jpeg_scale`, libjpeg's 1/2, 1/4 or 1/8 decoding) and
     resized from there; `jpeg_margin` is how many times the input size the scaled image must
