@@ -50,11 +50,6 @@ class Admission:
         self._lock = threading.Lock()
         self._inflight = 0
 
-    @property
-    def inflight_bytes(self) -> int:
-        """The declared bytes of the requests admitted and not yet finished."""
-        return self._inflight
-
     def check_items(self, signature, request_inputs, declared: Mapping[str, codec.Declared]):
         """`--max_request_items`: dimension 0 of every batched input.
 
