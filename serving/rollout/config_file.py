@@ -152,6 +152,9 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     folder = os.open(real.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(folder)
+    except OSError as error:  # some file systems cannot fsync a folder; the rename stands
+        if error.errno != errno.EINVAL:
+            raise
     finally:
         os.close(folder)
 
