@@ -70,8 +70,9 @@ class Options:
     max_inflight_tensor_bytes: int = 2**30
     # Items (dimension 0 of each input) one request may carry, batching on or off.
     max_request_items: int = 64
-    # How long a reload from --model_config_file's poller waits for its loads (an RPC's own
-    # deadline bounds HandleReloadConfigRequest) before it answers and frees the next reload.
+    # How long a reload waits for its loads before it answers and frees the next reload: the
+    # --model_config_file poller's, and a HandleReloadConfigRequest sent with no deadline (an
+    # RPC's own deadline, less a second, bounds it otherwise).
     model_config_reload_timeout_seconds: float = 60.0
     # REST limits: body (413), request head (431), URL (414), time to send the head and the
     # body (408), open connections (503), and how long an idle keep-alive connection stays.

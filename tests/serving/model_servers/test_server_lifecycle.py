@@ -272,16 +272,16 @@ def test_sigterm_drains_requests_in_flight(tmp_path):
 
 def test_flag_errors_are_one_clear_line(tmp_path):
     result = run_cli("--model_name=x", "--model_base_path=/x", "--no_such_flag=1", timeout=60)
-    assert result.returncode == 2
+    assert result.returncode == 255
     assert "unknown flag --no_such_flag" in result.stderr
     result = run_cli("--model_base_path=/x", "--batching_parameters_file=/b.config", timeout=60)
-    assert result.returncode == 2
+    assert result.returncode == 255
     assert (
         "server_options.batching_parameters_file is set without setting "
         "server_options.enable_batching to true." in result.stderr
     )
     result = run_cli("--model_base_path=/x", "--port=abc", timeout=60)
-    assert result.returncode == 2 and "--port expects int, got 'abc'" in result.stderr
+    assert result.returncode == 255 and "--port expects int, got 'abc'" in result.stderr
     bad = tmp_path / "bad.config"
     bad_text = "model_config_list { nonsense: 1 }"
     bad.write_text(bad_text)
