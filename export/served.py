@@ -3,7 +3,9 @@
 For each model, the newest version under the base path must load and run its warmup records
 the way TF Serving does (`export.session.check_version`). A model with no version, or whose
 newest version fails that check (for example one written before the export tracked Keras 3's
-variables), gets a new version exported from its shipped run, with one line saying why. The
+variables), gets a new version exported from its shipped run, with one line saying why. So
+does a version whose manifest states an older pre-processing contract (one without a field the
+contract has now, such as `max_jpeg_scans`: its graph still checks pixels per request). The
 failing version stays on disk: the server refuses it with TF Serving's error, and the new,
 higher version is the one a latest-version policy serves.
 
@@ -14,14 +16,37 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from common.cli import Parser, fail, parse_args
-from common.contract import MODEL_NAMES
+from common.contract import MODEL_NAMES, Preprocessing
 
 PROG = "python -m export.served"
+
+
+def stale_contract(version_dir: Path) -> str | None:
+    """Why a version's manifest predates today's pre-processing contract, or None.
+
+    A version exported before a pre-processing field existed (its manifest's `preprocessing`
+    lacks the key) has a graph built by the older rule, so it is exported again.
+    """
+    from export.publish import MANIFEST_FILE
+
+    manifest = version_dir / "assets.extra" / MANIFEST_FILE
+    try:
+        pre = json.loads(manifest.read_text())["contract"]["preprocessing"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(pre, dict):
+        return None
+    missing = [f.name for f in dataclasses.fields(Preprocessing) if f.name not in pre]
+    if not missing:
+        return None
+    return f"its manifest's pre-processing has no {', '.join(missing)}: an older contract"
 
 
 def ensure_servable(model: str, runs: Path, base_path: Path) -> Path | None:
@@ -37,15 +62,16 @@ def ensure_servable(model: str, runs: Path, base_path: Path) -> Path | None:
     versions = existing_versions(base_path / model)
     if versions:
         newest = base_path / model / str(versions[-1])
-        try:
-            check_version(newest)
-            return None
-        except ExportCheckError as error:
-            print(
-                f"{newest} would not serve under TF Serving ({error}); exporting a new "
-                f"version from {runs / model}",
-                file=sys.stderr,
-            )
+        stale = stale_contract(newest)
+        if stale is not None:
+            why = f"{newest} is out of date ({stale})"
+        else:
+            try:
+                check_version(newest)
+                return None
+            except ExportCheckError as error:
+                why = f"{newest} would not serve under TF Serving ({error})"
+        print(f"{why}; exporting a new version from {runs / model}", file=sys.stderr)
     return export_run(model, runs / model, base_path)
 
 

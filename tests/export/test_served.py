@@ -1,5 +1,7 @@
 """export/served.py: `make serve` replaces a newest version that TF Serving could not run."""
 
+import json
+
 import pytest
 import tensorflow as tf
 
@@ -54,6 +56,29 @@ def test_a_servable_version_is_kept_and_a_missing_one_exported(runs, tmp_path, c
     out, err = capsys.readouterr()
     assert out.splitlines() == [str(base / "localizer" / "1")]
     assert err == ""
+    assert [p.name for p in (base / "generator").iterdir()] == ["1"]
+
+
+def test_a_version_under_an_older_contract_is_replaced(runs, tmp_path, capsys):
+    # A version exported before the contract bounded JPEG scans checks pixels per request in
+    # its graph, so batch-mates could fail each other: it is exported again.
+    base = tmp_path / "models"
+    old = export_run("generator", runs / "generator", base)
+    export_run("localizer", runs / "localizer", base)
+    manifest = old / "assets.extra" / "manifest.json"
+    stated = json.loads(manifest.read_text())
+    assert stated["contract"]["preprocessing"] is None  # the generator takes no images
+    localizer = base / "localizer" / "1" / "assets.extra" / "manifest.json"
+    stated = json.loads(localizer.read_text())
+    del stated["contract"]["preprocessing"]["max_jpeg_scans"]
+    localizer.write_text(json.dumps(stated))
+    assert main(["--runs", str(runs), "--base-path", str(base), "generator", "localizer"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [str(base / "localizer" / "2")]
+    assert err.strip().splitlines() == [
+        f"{base / 'localizer' / '1'} is out of date (its manifest's pre-processing has no "
+        f"max_jpeg_scans: an older contract); exporting a new version from {runs / 'localizer'}"
+    ]
     assert [p.name for p in (base / "generator").iterdir()] == ["1"]
 
 
