@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import secrets
+
 import grpc
 
 from common.status import http_status
+
+log = logging.getLogger("serving")
 
 # TF Serving cuts long status messages (`model_servers/grpc_status_util.cc`).
 MAX_MESSAGE_CHARS = 1024
@@ -67,6 +72,18 @@ def unknown(message: str) -> ServingError:
 
 def internal(message: str) -> ServingError:
     return ServingError(grpc.StatusCode.INTERNAL, message)
+
+
+def logged_internal(what: str) -> ServingError:
+    """INTERNAL for a bug: logs the exception being handled under a new request id and answers
+    with that id alone, since an exception's text may hold internals (paths, values, code).
+
+    Args:
+        what: the request that failed, for the log line ("Predict", "REST POST /v1/...").
+    """
+    request_id = secrets.token_hex(8)
+    log.error("request id %s: %s failed", request_id, what, exc_info=True)
+    return internal(f"Internal error: the server log has the details under request id {request_id}")
 
 
 def servable_not_found(name: str, version: int | None = None) -> ServingError:

@@ -7,7 +7,6 @@ Serving's code and text, so both front ends only translate transport.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import time
 
@@ -26,8 +25,6 @@ from serving import errors
 from serving.config import files as config_lib
 from serving.model_servers.metrics import UNKNOWN_MODEL, Metrics
 from serving.servables import classifier, inference, multi_inference, predict, regressor
-
-log = logging.getLogger("serving")
 
 # A reload stops waiting this long (at most a tenth of its time) before the RPC's deadline, so
 # its answer reaches the client in time. gRPC reports no deadline as about 9.2e18 s left.
@@ -116,9 +113,8 @@ class Core:
             self.metrics.request_count.inc(model, error.code.name)
             raise
         except Exception as error:  # a bug must still answer, as INTERNAL, and be logged
-            log.exception("%s failed", api)
             self.metrics.request_count.inc(model, "INTERNAL")
-            raise errors.internal(f"{type(error).__name__}: {error}") from error
+            raise errors.logged_internal(api) from error
         self.metrics.request_count.inc(model, "OK")
         latency_us = (time.perf_counter() - start) * 1e6
         self.metrics.request_latency.observe(latency_us, model, api, entrypoint)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import secrets
 import socket
 import ssl
 import threading
@@ -35,6 +34,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from serving import errors
 from serving.rest.connections import CountedTLS, Slots
 from serving.rest.json.response import error_json
 
@@ -71,13 +71,8 @@ def error_body(message: str) -> bytes:
 
 
 def internal_error(method: str, path: str) -> str:
-    """Logs the exception being handled under a new request id; returns the 500's message.
-
-    The answer names no exception: its text may hold internals (paths, values, code).
-    """
-    request_id = secrets.token_hex(8)
-    log.error("REST request id %s: %s %s failed", request_id, method, path[:200], exc_info=True)
-    return f"Internal error: the server log has the details under request id {request_id}"
+    """Logs the exception being handled under a new request id; returns the 500's message."""
+    return errors.logged_internal(f"REST {method} {path[:200]}").message
 
 
 def _raw_response(status: int, message: str) -> bytes:
