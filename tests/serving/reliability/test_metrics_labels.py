@@ -78,7 +78,7 @@ def server(tmp_path_factory):
 
 
 def _get(server, path: str) -> tuple[int, bytes]:
-    # A connection per request: a kept-alive one waits about 40 ms before each answer here.
+    # A connection per request, as the thousands of clients this test stands for would open.
     connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
     try:
         connection.request("GET", path)

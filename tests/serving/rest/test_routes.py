@@ -8,6 +8,7 @@ import http.client
 import json
 import logging
 import re
+import socket
 import threading
 import time
 
@@ -325,6 +326,19 @@ def test_timeout_answers_504(rest):
     rest.core.delay = 1.5
     status, _, text = call(rest, "POST", "/v1/models/slow:predict", {"instances": [1]})
     assert (status, json.loads(text)) == (504, {"error": "Timed out waiting for notification"})
+
+
+def test_answers_are_sent_without_nagle_delay(rest):
+    """A kept-alive answer goes out as head, then body: without TCP_NODELAY the body waits for
+    the client's delayed ACK of the head (about 40 ms a request on Linux)."""
+    connection = http.client.HTTPConnection("127.0.0.1", rest.port, timeout=10)
+    assert call(rest, "GET", "/v1/models/half", connection=connection)[0] == 200
+    protocols = rest._http._server.server_state.connections
+    assert protocols
+    for protocol in protocols:
+        sock = protocol.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    connection.close()
 
 
 def test_handler_bug_is_a_500_and_the_connection_survives(rest, caplog):
