@@ -99,5 +99,11 @@ def from_numpy(
         raise unimplemented(f"Cannot encode the tensor: {error}") from None
 
 
+def shape_text(shape) -> str:
+    """TF's `TensorShape::DebugString` of a shape tuple: `[2,3]`, `[]` for a scalar, `?` for an
+    unknown size (None or -1)."""
+    return "[" + ",".join("?" if size is None or size < 0 else str(size) for size in shape) + "]"
+
+
 def _parse_error(alias: str) -> ServingError:
     return invalid_argument(f"tensor parsing error: {alias}")

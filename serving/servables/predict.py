@@ -1,11 +1,16 @@
 """Predict on one loaded version, with TF Serving's checks in TF Serving's order and texts.
 
 The order follows `predict_util.cc`: signature lookup, input count, input aliases and tensor
-parsing, output filter, then the run (where TF itself reports dtype and shape errors). One
-thing is added, admission (`serving.servables.admission`): no tensor is decoded before every
-input's dtype is checked and what they declare fits the items and bytes of one request and the
-bytes in flight, since a few bytes of `float_val` can declare gigabytes that decoding would
-broadcast.
+parsing, output filter, then the run (where TF itself reports dtype and shape errors). Two
+things are added:
+- admission (`serving.servables.admission`): no tensor is decoded before every input's dtype is
+  checked and what they declare fits the items and bytes of one request and the bytes in
+  flight, since a few bytes of `float_val` can declare gigabytes that decoding would broadcast;
+- an input whose signature states rank 4 or 5 (an image or volume, what convolutions and
+  pooling take) must come with that rank: TF's oneDNN convolution kernels abort the whole
+  process on another rank (a CHECK failure, not an error). Other ranks, and sizes within a
+  rank, are left to the run, as TF Serving leaves them (its own tests feed a [3] tensor to a
+  [?,1] input).
 """
 
 from __future__ import annotations
@@ -125,6 +130,27 @@ def check_dtypes(signature, request_inputs) -> None:
             )
 
 
+# The ranks of the tensors 2-D and 3-D convolutions and pooling take, whose oneDNN kernels
+# abort the process on an input of another rank.
+CONVOLUTION_RANKS = (4, 5)
+
+
+def check_ranks(key: str, signature, declared: Mapping[str, codec.Declared]) -> None:
+    """Refuses (INVALID_ARGUMENT) an input of another rank than the one its TensorInfo states,
+    where it states a convolution's rank (`CONVOLUTION_RANKS`)."""
+    for alias in sorted(signature.inputs.keys()):
+        stated = signature.inputs[alias].tensor_shape
+        if stated.unknown_rank or len(stated.dim) not in CONVOLUTION_RANKS:
+            continue
+        shape = declared[alias].shape
+        if len(shape) != len(stated.dim):
+            raise errors.invalid_argument(
+                f'Input "{alias}" has shape {tensors.shape_text(shape)} ({len(shape)} '
+                f'dimensions), but signature "{key}" takes {len(stated.dim)}: '
+                f"{tensors.shape_text([d.size for d in stated.dim])}"
+            )
+
+
 def check_method(signature, enabled: bool) -> None:
     """`--enable_signature_method_name_check`: only predict/classify/regress signatures."""
     allowed = (
@@ -169,6 +195,7 @@ def predict(
     declared = admit_inputs(signature, request.inputs)
     names = output_names(signature, request.output_filter)
     check_dtypes(signature, request.inputs)
+    check_ranks(key, signature, declared)
     admission = admission or Admission()
     admission.check_items(signature, request.inputs, declared)
     nbytes = admission.check_bytes(request.inputs, declared)

@@ -134,6 +134,33 @@ def test_a_shape_the_graph_refuses_is_invalid_argument(stub):
     _still_serves(stub)
 
 
+@pytest.mark.parametrize(
+    ("model", "shape"),
+    [("unet", (1, 32, 32)), ("unet", (1,)), ("unet", ()), ("localizer", (32, 32, 3, 1, 1))],
+)
+def test_an_image_tensor_of_another_rank_is_refused_not_fatal(vision_server, model, shape):
+    """Before: TF's oneDNN convolution aborted the process on a rank-3 image tensor (a CHECK
+    failure in `GetTensorDimIndex`), so `{"instances": [0]}` to the unet killed the server.
+    An input stated as rank 4 (an image batch) must now come as rank 4; other ranks are fed as
+    they come (the test above)."""
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(vision_server.channel)
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=model))
+    request.inputs["image"].CopyFrom(from_numpy(np.zeros(shape, F32)))
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Predict(request, timeout=60)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    given = ",".join(map(str, shape))
+    assert caught.value.details().startswith(f'Input "image" has shape [{given}]')
+    assert 'but signature "serving_default" takes 4: [?,' in caught.value.details()
+    connection = http.client.HTTPConnection("127.0.0.1", vision_server.rest_port, timeout=60)
+    connection.request("POST", f"/v1/models/{model}:predict", body='{"instances": [0]}')
+    response = connection.getresponse()
+    assert response.status == 400
+    assert 'Input "image" has shape [1]' in json.loads(response.read())["error"]
+    connection.close()
+    assert vision_server.process.poll() is None
+
+
 def test_nan_and_infinity_go_through_as_values(stub, known_server):
     answer = stub.Predict(_request(x=np.array([np.nan, np.inf, -np.inf], F32)), timeout=30)
     y = to_numpy(answer.outputs["y"], "y")

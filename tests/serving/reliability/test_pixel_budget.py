@@ -27,11 +27,10 @@ from client import preprocess as client_pre
 from client.api import ServingClient
 from client.errors import ClientError
 from common.contract import DEFAULT_MAX_PIXELS, Preprocessing
-from export import publish
 from serving.tensors import from_numpy, to_numpy
+from tests.serving.reliability.conftest import VISION_MODELS
 from tests.support import ServerProcess
 
-MODELS = ("unet", "localizer")
 BUDGET_TEXT = (
     f"serve_bytes takes at most {DEFAULT_MAX_PIXELS} pixels per image "
     "(max_pixels of the model contract)"
@@ -45,11 +44,6 @@ HUGE_TEXT = f"image 0 is 6000x6000 = 36000000 pixels; {BUDGET_TEXT}"
 BATCHING = """max_batch_size { value: 16 }
 batch_timeout_micros { value: 2000000 }
 num_batch_threads { value: 1 }
-"""
-CONFIG = """model_config_list {{
-  config {{ name: "unet" base_path: "{root}/unet" model_platform: "tensorflow" }}
-  config {{ name: "localizer" base_path: "{root}/localizer" model_platform: "tensorflow" }}
-}}
 """
 
 
@@ -70,23 +64,15 @@ def server_rss(server) -> int:
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_runs, tmp_path_factory):
-    """The tiny unet and localizer, exported with the budget in their graphs and manifests."""
-    root = tmp_path_factory.mktemp("pixels")
-    for model in MODELS:
-        publish.export_run(model, tiny_runs[model], root / "models")
-    (root / "models.config").write_text(CONFIG.format(root=root / "models"))
-    (root / "batching.config").write_text(BATCHING)
-    return root
+def exported(vision_models):
+    """The tiny unet and localizer (see the suite's conftest), with a batching config."""
+    (vision_models / "batching.config").write_text(BATCHING)
+    return vision_models
 
 
 @pytest.fixture(scope="module")
-def served(exported):
-    server = ServerProcess(
-        f"--model_config_file={exported / 'models.config'}", log_path=exported / "log"
-    )
-    with server:
-        yield server
+def served(vision_server):
+    return vision_server
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +120,7 @@ def still_serves(server, model: str = "unet") -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", VISION_MODELS)
 def test_a_huge_declared_png_is_refused_before_decoding(served, model):
     # Prepare: a PNG of a few hundred KB that declares 36 million pixels.
     assert len(HUGE) < 200_000
