@@ -270,15 +270,16 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
 
     while not stop.wait(3600):
         pass
+    stopping = time.monotonic()
     _drain(options.drain_seconds, grpc_server, rest_server, poller, health_state)
     trimmer.stop()
     if batcher is not None:
         batcher.close()
-    # Unloading waits for handles in flight; a stuck one must not hold the process past the
-    # deadline (the caller exits at once after this returns).
+    # Unloading waits for handles in flight and for loads under way; neither may hold the
+    # process past the drain deadline (the caller exits at once after this returns).
     unloader = threading.Thread(target=manager.stop, name="unload", daemon=True)
     unloader.start()
-    unloader.join(max(options.drain_seconds, 1.0))
+    unloader.join(max(options.drain_seconds - (time.monotonic() - stopping), 1.0))
     log.info("Server stopped")
     return 0
 

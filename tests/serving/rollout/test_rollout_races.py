@@ -37,8 +37,8 @@ model_config_list {{
   }}
 }}
 """
-# About 50 µs per spin round here: 60,000 rounds keep a version loading for a few seconds.
-SLOW_ROUNDS = 60_000
+# About 50 µs per spin round here: 30,000 rounds keep a version loading for a second or two.
+SLOW_ROUNDS = 30_000
 FOREVER_ROUNDS = 2_000_000_000
 
 
@@ -62,6 +62,7 @@ def serve(tmp_path: Path) -> tuple[ServerProcess, Path]:
         "--file_system_poll_wait_seconds=1",
         "--allow_version_labels_for_unavailable_models",
         "--max_num_load_retries=0",
+        "--drain_seconds=2",  # a load spinning forever holds the exit for at most this long
         log_path=tmp_path / "server.log",
         rest=False,
     ).start()
