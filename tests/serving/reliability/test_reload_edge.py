@@ -161,7 +161,7 @@ def test_a_waiting_reload_does_not_hold_up_the_next(tmp_path, half):
         first: list = []
         waiting = threading.Thread(
             target=lambda: first.append(
-                _reload(server.channel, _config(("half", base), ("ghost", ghost)), timeout=20)
+                _reload(server.channel, _config(("half", base), ("ghost", ghost)), timeout=8)
             )
         )
         waiting.start()
@@ -289,14 +289,14 @@ def test_reload_listing_2000_missing_models(tmp_path, half):
         thread = threading.Thread(target=traffic)
         thread.start()
         try:
-            seconds, code, details = _reload(server.channel, config, timeout=15)
+            seconds, code, details = _reload(server.channel, config, timeout=8)
             time.sleep(3)  # a few file-system polls
             threads_after = _threads(pid)
         finally:
             done.set()
             thread.join()
         assert code == grpc.StatusCode.UNKNOWN
-        assert seconds < 15
+        assert seconds < 8
         assert details.startswith("2000 model(s) did not become available: {{Latest(ghost0) ")
         assert threads_after <= threads_before + 4
         assert served and set(served) == {(1, 3.0)}

@@ -26,7 +26,8 @@ from serving.rollout import config_file
 
 ROOT = Path(__file__).resolve().parents[3]
 NO_SERVER = "127.0.0.1:1"  # nothing listens here
-STRACE = ["strace", "-f", "-y", "-e", "trace=fsync,rename,renameat,renameat2"]
+# --seccomp-bpf stops the process only at the traced calls (without it, at every call: 10x slower).
+STRACE = ["strace", "-f", "--seccomp-bpf", "-y", "-e", "trace=fsync,rename,renameat,renameat2"]
 
 COMMENTED = """\
 # The served models. Edited by hand and by `python -m serving.rollout`.
