@@ -16,6 +16,7 @@ from training.data.shapes import load_data, synthetic_objects
 from training.errors import ConfigError
 from training.localizer import (
     PRESETS,
+    EdgeBox,
     LocalizerConfig,
     box_iou_loss,
     box_sse,
@@ -132,7 +133,19 @@ def test_model_names_shapes_and_ranges(head):
     model = build_localizer(cfg)
     assert model.input.name == "image"
     assert sorted(model.output) == ["box", "class_probs"]
-    assert model.get_layer("box") is not None and model.get_layer("class_probs") is not None
+    # The named outputs come from the layers of those names: a softmax over the classes on top
+    # of the shared dense features, and a box head of four numbers per image.
+    probs = model.get_layer("class_probs")
+    assert isinstance(probs, keras.layers.Dense) and probs.activation is keras.activations.softmax
+    assert probs.count_params() == (cfg.dense_units + 1) * len(cfg.class_names)
+    assert tuple(probs.output.shape) == (None, len(cfg.class_names))
+    box = model.get_layer("box")
+    if head == "dense":
+        assert isinstance(box, keras.layers.Dense) and box.activation is keras.activations.sigmoid
+        assert box.count_params() == (cfg.dense_units + 1) * 4
+    else:
+        assert isinstance(box, EdgeBox)
+    assert tuple(box.output.shape) == (None, 4)
     x = np.random.default_rng(0).uniform(size=(5, 32, 32, 3)).astype(np.float32)
     out = model.predict(x, verbose=0)
     assert out["class_probs"].shape == (5, 3) and out["box"].shape == (5, 4)
