@@ -14,9 +14,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-WARMUP_FILE = "tf_serving_warmup_requests"
-# TF Serving refuses a warmup file with more records than this.
-MAX_RECORDS = 1000
+from common.warmup_records import MAX_WARMUP_RECORDS as MAX_RECORDS
+from common.warmup_records import WARMUP_FILE, read_records, warmup_path
+
+__all__ = ["MAX_RECORDS", "WARMUP_FILE", "prediction_logs", "read_warmup", "write_warmup"]
 
 Requests = Mapping[str, Mapping[str, np.ndarray]]
 
@@ -43,7 +44,7 @@ def write_warmup(version_dir: Path, model_name: str, requests: Requests) -> Path
     logs = prediction_logs(model_name, requests)
     if len(logs) > MAX_RECORDS:
         raise ValueError(f"{len(logs)} warmup records exceed TF Serving's maximum ({MAX_RECORDS})")
-    path = Path(version_dir) / "assets.extra" / WARMUP_FILE
+    path = warmup_path(version_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for log in logs:
@@ -53,9 +54,4 @@ def write_warmup(version_dir: Path, model_name: str, requests: Requests) -> Path
 
 def read_warmup(path: Path) -> list[prediction_log_pb2.PredictionLog]:
     """Parses a warmup file back into PredictionLog messages."""
-    logs = []
-    for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
-        log = prediction_log_pb2.PredictionLog()
-        log.ParseFromString(record)
-        logs.append(log)
-    return logs
+    return [prediction_log_pb2.PredictionLog.FromString(record) for record in read_records(path)]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +26,11 @@ from client.models import Comparison
 from client.preprocess import load_rgb
 from common import codec
 from common.contract import Contract
+from common.warmup_records import WarmupRecordError, read_records, warmup_path
 
 BUILT_IN = Path(__file__).resolve().parent / "golden"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CSV_COLUMNS = ("path", "class", "x_min", "y_min", "x_max", "y_max")
-WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
 
 class GoldenError(Exception):
@@ -164,21 +163,6 @@ def _seed_items(folder: Path) -> list[Item]:
 # -- a version's own warmup requests ----------------------------------------------------------
 
 
-def read_records(path: Path) -> list[bytes]:
-    """The records of a TFRecord file (length, its CRC, data, its CRC); CRCs are not checked."""
-    records = []
-    with path.open("rb") as handle:
-        while header := handle.read(12):
-            if len(header) < 12:
-                raise GoldenError(f"{path} ends inside a record header")
-            (length,) = struct.unpack("<Q", header[:8])
-            data = handle.read(length)
-            if len(data) < length or len(handle.read(4)) < 4:
-                raise GoldenError(f"{path} ends inside a record")
-            records.append(data)
-    return records
-
-
 def warmup_items(version_dir: Path, compare: Comparison, contract: Contract) -> list[Item]:
     """The inputs of a version's warmup requests, as golden items (no truth).
 
@@ -187,11 +171,15 @@ def warmup_items(version_dir: Path, compare: Comparison, contract: Contract) -> 
     """
     from tensorflow_serving.apis import prediction_log_pb2  # the rollout tool has TensorFlow
 
-    path = version_dir / WARMUP_FILE
+    path = warmup_path(version_dir)
     if not path.is_file():
         return []
+    try:
+        records = read_records(path)
+    except WarmupRecordError as error:
+        raise GoldenError(str(error)) from None
     items = []
-    for number, record in enumerate(read_records(path)):
+    for number, record in enumerate(records):
         log = prediction_log_pb2.PredictionLog.FromString(record)
         if log.WhichOneof("log_type") != "predict_log":
             continue

@@ -14,18 +14,11 @@ import grpc
 from google.protobuf import message as protobuf_message
 from tensorflow_serving.apis import prediction_log_pb2
 
-from common.quiet import import_tensorflow
+from common.warmup_records import MAX_WARMUP_RECORDS, WarmupRecordError, read_records, warmup_path
 from serving.errors import ServingError, invalid_argument
-from serving.servables.saved_model import Servable, from_op_error
-
-tf = import_tensorflow()
+from serving.servables.saved_model import Servable
 
 logger = logging.getLogger("serving")
-
-WARMUP_DIR = "assets.extra"
-WARMUP_FILE = "tf_serving_warmup_requests"
-# `saved_model_warmup_util.h` WarmupConsts::kMaxNumRecords.
-MAX_WARMUP_RECORDS = 1000
 
 
 class Warmup:
@@ -86,24 +79,22 @@ def read_warmup_requests(version_dir: str | Path) -> list[prediction_log_pb2.Pre
         ServingError: INVALID_ARGUMENT for too many or unparsable records, DATA_LOSS for a file
             that is not TFRecord, UNIMPLEMENTED for records other than predict logs.
     """
-    path = Path(version_dir) / WARMUP_DIR / WARMUP_FILE
+    path = warmup_path(version_dir)
     if not path.is_file():
         logger.info("No warmup data file found at %s", path)
         return []
-    from tensorflow.python.util import deprecation
-
     logs = []
     try:
-        # tf_record_iterator reports corruption without tf.data's op-name decorations.
-        with deprecation.silence():
-            records = list(tf.compat.v1.io.tf_record_iterator(str(path)))
-    except tf.errors.DataLossError as error:
+        records = read_records(path)
+    except WarmupRecordError as error:
         raise ServingError(
             grpc.StatusCode.DATA_LOSS,
-            f"{error.message}. Please verify your warmup data is in TFRecord format.",
+            f"{error}. Please verify your warmup data is in TFRecord format.",
         ) from error
-    except tf.errors.OpError as error:
-        raise from_op_error(error) from error
+    except OSError as error:
+        raise ServingError(
+            grpc.StatusCode.UNKNOWN, f"Failed to read warmup data at {path}: {error}"
+        ) from error
     for count, record in enumerate(records, start=1):
         if count > MAX_WARMUP_RECORDS:
             raise invalid_argument(

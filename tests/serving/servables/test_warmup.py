@@ -12,17 +12,12 @@ from tensorflow_serving.apis import (
     prediction_log_pb2,
 )
 
+from common.warmup_records import MAX_WARMUP_RECORDS, WARMUP_DIR, WARMUP_FILE
 from serving.errors import ServingError
 from serving.model_servers.metrics import Metrics
 from serving.servables.predict import Predictor
 from serving.servables.saved_model import load_servable
-from serving.servables.warmup import (
-    MAX_WARMUP_RECORDS,
-    WARMUP_DIR,
-    WARMUP_FILE,
-    Warmup,
-    read_warmup_requests,
-)
+from serving.servables.warmup import Warmup, read_warmup_requests
 from tests.support import tf, write_known_model
 
 F32 = np.float32
