@@ -1,17 +1,36 @@
 """Each stage's per-model registry names exactly the models of the contract registry."""
 
+import re
+import tomllib
+from pathlib import Path
+
 import pytest
 
-from client.models import IMAGE_MODELS
-from common.contract import CONTRACTS, MODEL_NAMES, model_contract
+from client.models import COMPARISONS, IMAGE_MODELS
+from common.contract import MODEL_NAMES, model_contract
 from export.models import EXPORTS, export_module
+from training import tasks
 from training.tasks import get_task
+
+SERVING = Path(__file__).resolve().parents[2] / "serving"
 
 
 def test_every_stage_registers_every_model():
+    # Equality, not a subset: a fourth model added to the contracts but missing from any stage
+    # (or left in one stage after it is removed) fails here, naming the registry.
+    names = set(MODEL_NAMES)
     assert MODEL_NAMES == ("unet", "localizer", "generator")
-    assert set(EXPORTS) == set(CONTRACTS)
-    assert set(IMAGE_MODELS) <= set(CONTRACTS)
+    assert set(tasks._FACTORIES) == names, "training/tasks.py _FACTORIES"
+    assert set(EXPORTS) == names, "export/models EXPORTS"
+    assert set(COMPARISONS) == names, "client/models.py COMPARISONS"
+    image_models = {name for name, c in COMPARISONS.items() if c.inputs == "images"}
+    assert set(IMAGE_MODELS) == image_models, "client/models.py IMAGE_MODELS (the image models)"
+    served = re.findall(r'name: "([^"]+)"', (SERVING / "models.config").read_text())
+    assert sorted(served) == sorted(names), "serving/models.config"
+    gates = tomllib.loads((SERVING / "rollout" / "gates.toml").read_text())
+    assert set(gates) - {"service"} == names, "serving/rollout/gates.toml"
+    golden = {p.name for p in (SERVING / "rollout" / "golden").iterdir() if p.is_dir()}
+    assert golden == names, "serving/rollout/golden/"
     for name in MODEL_NAMES:
         task = get_task(name)
         assert task.name == name
