@@ -162,6 +162,21 @@ def _protocol(*, config, **kwargs) -> asyncio.BaseProtocol:
     )
 
 
+# uvicorn internals used here, written against uvicorn 0.54.0 and pinned by
+# tests/serving/rest/test_uvicorn_internals.py. Public uvicorn.Config covers only what it
+# already does: `timeout_keep_alive` (idle timeout), `backlog`, `timeout_graceful_shutdown`
+# (the drain). The rest has no public option with the same answers:
+# - `connection_made`/`connection_lost`: the cap counts from accept and answers 503 before
+#   reading; `limit_concurrency` counts connections and tasks and answers 503 only once a
+#   request has been read, with uvicorn's plain-text body.
+# - `self.conn` (replaced by `_LimitedConnection`) and `send_400_response(msg)`: uvicorn turns
+#   every h11 error into a plain 400; `h11_max_incomplete_event_size` alone would give 400, not
+#   our 414/431 with the flag named.
+# - `data_received`, `shutdown`, `self.cycle.response_complete`, `self.loop`, `self.transport`,
+#   `self.client`: the head timeout (408); uvicorn has none.
+# - `pause_writing`/`resume_writing`: the write timeout; uvicorn has none.
+# - `uvicorn.Server.shutdown` and `server_state.connections`: closing what is left after the
+#   drain (`timeout_graceful_shutdown` cancels tasks but leaves their connections open).
 class _LimitedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with the connection cap, the head and write timeouts and clear
     refusals.
