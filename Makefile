@@ -10,7 +10,8 @@ TOOLS_STAMP := $(TOOLS_VENV)/.installed
 MODELS := models
 # The trained slim models that ship in the repository (see training/shipped.py).
 SHIPPED := shipped-runs
-DEMO_MODELS := unet localizer generator
+# Every model of the contract registry (common/contract.py), asked of it when a target needs it.
+DEMO_MODELS = $(shell $(PY) -c 'from common.contract import MODEL_NAMES; print(*MODEL_NAMES)')
 # The docker compose command line, plus where the container's /models lives on this machine.
 SERVE_FLAGS := --port=8500 --rest_api_port=8501 --model_config_file=serving/models.config \
 	--allow_version_labels_for_unavailable_models --model_config_file_poll_wait_seconds=30 \

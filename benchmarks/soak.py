@@ -30,6 +30,7 @@ import numpy as np
 
 from client.api import ServingClient
 from client.demo import INPUTS
+from common.contract import MODEL_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_ERRORS, GOAL_RSS_GROWTH = 0, 0.10
@@ -69,8 +70,7 @@ def _start_server(models: Path, log) -> tuple[subprocess.Popen, int, int]:
                 raise RuntimeError(f"the server exited with {process.returncode}; see its log")
             try:
                 if all(
-                    any(v["state"] == "AVAILABLE" for v in client.status(m))
-                    for m in ("unet", "localizer", "generator")
+                    any(v["state"] == "AVAILABLE" for v in client.status(m)) for m in MODEL_NAMES
                 ):
                     return process, port, rest_port
             except Exception:  # not up yet

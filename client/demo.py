@@ -19,8 +19,9 @@ from PIL import Image
 
 from client import cli
 from common.cli import Parser, parse_args
+from common.contract import MODEL_NAMES
 
-MODELS = ("unet", "localizer", "generator")
+MODELS = MODEL_NAMES
 # The shipped input pictures (package data).
 INPUTS = Path(__file__).resolve().parent / "demo_inputs"
 

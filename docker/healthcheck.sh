@@ -11,12 +11,34 @@
 # HEALTHCHECK_KEY; any of them makes the probe use HTTPS through curl or, failing that,
 # `openssl s_client`. bash alone cannot speak TLS, so without either tool the probe says so.
 #
-# Overrides (for tests, or another port): HEALTH_HOST, HEALTH_PORT, HEALTH_MODELS (space-separated).
+# The models probed are the ones the server's models.config names (HEALTH_CONFIG, by default the
+# image's /config/models.config), so a new model is probed once it is served.
+# Overrides (for tests, or another port): HEALTH_HOST, HEALTH_PORT, HEALTH_CONFIG, HEALTH_MODELS
+# (space-separated; replaces the names read from the config).
 set -euo pipefail
 
 host="${HEALTH_HOST:-127.0.0.1}"
 port="${HEALTH_PORT:-8501}"
-models="${HEALTH_MODELS:-unet localizer generator}"
+config="${HEALTH_CONFIG:-/config/models.config}"
+# The `name: "<model>"` lines of the text-format ModelServerConfig, read with bash alone (the
+# tensorflow/serving image has no Python).
+config_models() {
+  local line names=""
+  while IFS= read -r line; do
+    if [[ "$line" =~ ^[[:space:]]*name:[[:space:]]*\"([^\"]+)\" ]]; then
+      names+="${BASH_REMATCH[1]} "
+    fi
+  done <"$config"
+  printf '%s' "${names% }"
+}
+if [[ -n "${HEALTH_MODELS:-}" ]]; then
+  models="$HEALTH_MODELS"
+elif [[ -r "$config" ]]; then
+  models="$(config_models)"
+else
+  echo "unhealthy: no models to probe: cannot read ${config} (set HEALTH_CONFIG or HEALTH_MODELS)" >&2
+  exit 1
+fi
 # Per-read limit in seconds; Docker's HEALTHCHECK --timeout bounds the whole probe anyway.
 read_timeout="${HEALTH_READ_TIMEOUT:-3}"
 ca="${HEALTHCHECK_CA:-}"

@@ -11,7 +11,8 @@ MODELS="${MODELS:-/models}"
 RUNS="${RUNS:-/app/runs/demo}"
 SHIPPED="${SHIPPED:-/app/shipped-runs}"
 TRAIN="${TRAIN:-0}"
-DEMO_MODELS="${DEMO_MODELS:-unet localizer generator}"
+# Every model of the contract registry (common/contract.py) unless told otherwise.
+DEMO_MODELS="${DEMO_MODELS:-$(python -c 'from common.contract import MODEL_NAMES; print(*MODEL_NAMES)')}"
 
 for model in $DEMO_MODELS; do
   if compgen -G "${MODELS}/${model}/[0-9]*" >/dev/null; then

@@ -55,11 +55,12 @@ def known_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory):
     """A finished tiny training run per model: {model name: run folder}."""
+    from common.contract import MODEL_NAMES
     from training.runner import train
     from training.tasks import get_task
 
     out = {}
-    for model in ("unet", "localizer", "generator"):
+    for model in MODEL_NAMES:
         task = get_task(model)
         run_dir = tmp_path_factory.mktemp(f"run-{model}")
         train(task, task.presets["tiny"], out=run_dir, seed=1, preset="tiny")

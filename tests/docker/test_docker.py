@@ -19,11 +19,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.contract import MODEL_NAMES
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "docker-compose.yml"
 DOCKERFILES = ["serving.Dockerfile", "trainer.Dockerfile", "client.Dockerfile"]
-MODELS = ("unet", "localizer", "generator")
+MODELS = MODEL_NAMES
 HEALTHCHECK = DOCKER / "healthcheck.sh"
 
 
@@ -142,7 +144,14 @@ def _map_to_checkout(flag: str) -> str:
 def _run_healthcheck(port: int, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", str(HEALTHCHECK)],
-        env={"PATH": "/usr/bin:/bin", "HEALTH_HOST": "127.0.0.1", "HEALTH_PORT": str(port), **env},
+        # The image's /config/models.config is the checkout's serving/models.config.
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HEALTH_HOST": "127.0.0.1",
+            "HEALTH_PORT": str(port),
+            "HEALTH_CONFIG": str(ROOT / "serving" / "models.config"),
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=60,
