@@ -103,9 +103,10 @@ def check_version(path: str | Path) -> int:
         ExportCheckError: the version fails to load or a record fails to run, naming the
             signature and the first variable the session could not find.
     """
-    from export.warmup import WARMUP_FILE, read_warmup
+    from common.warmup_records import warmup_path
+    from export.warmup import read_warmup
 
-    warmup = Path(path) / "assets.extra" / WARMUP_FILE
+    warmup = warmup_path(path)
     logs = read_warmup(warmup) if warmup.is_file() else []
     model = SessionModel(path)
     try:

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from common.warmup_records import warmup_path
 from export.conformance.build import ConformanceError
 from export.models import export_module
 from export.models.base import PARITY_ATOL, ExportCheckError
-from export.warmup import WARMUP_FILE, read_warmup
+from export.warmup import read_warmup
 
 # uint8 outputs are rounded floats: a value on a half step may flip by one level (the
 # generator's export check allows the same). Other integers must be equal.
@@ -57,7 +58,7 @@ def warmup_inputs(version_dir: Path) -> Inputs:
 
     tf = import_tensorflow()
     inputs: Inputs = {}
-    path = Path(version_dir) / "assets.extra" / WARMUP_FILE
+    path = warmup_path(version_dir)
     for index, log in enumerate(read_warmup(path) if path.is_file() else []):
         if log.WhichOneof("log_type") != "predict_log":
             continue
