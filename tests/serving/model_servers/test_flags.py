@@ -264,14 +264,28 @@ def test_positional_arguments_are_errors(arg):
     assert str(info.value) == f"unexpected argument {arg!r}; flags look like --port=8500"
 
 
-def test_options_are_frozen():
-    options, _ = parse_flags(["--port=1"])
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        options.port = 2  # type: ignore[misc]
+def test_a_parse_leaves_the_next_parse_its_defaults():
+    # A parser that set values on a shared Options would leak one call's flags into the next.
+    options, _ = parse_flags(["--port=1", "--enable_batching", "--model_name=m"])
+    assert (options.port, options.enable_batching, options.model_name) == (1, True, "m")
+    assert parse_flags([])[0] == Options()
+    assert parse_flags(["--model_name=n"])[0] == dataclasses.replace(Options(), model_name="n")
 
 
-def test_flag_error_is_a_value_error():
-    assert issubclass(FlagError, ValueError)
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["--port=abc"], "--port expects int, got 'abc'"),
+        (["--model_base_path=/m", "--bogus=1"], "unknown flag --bogus; run `python -m serving"),
+        (["--port=9000"], "Both server_options.model_base_path and"),
+    ],
+)
+def test_cli_flag_errors_exit_255_with_one_line(capsys, argv, line):
+    assert cli.main(argv) == 255
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"python -m serving: {line}")
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 # --- flags: check_options -------------------------------------------------------------------
