@@ -88,9 +88,9 @@ demo-inputs: $(STAMP)
 golden-sets: $(STAMP)
 	$(PY) -m training.data.golden_sets serving/rollout/golden
 
-## Retrain the generator's judge (the digit classifier) and ship its weights (client/judge/).
+## Retrain the generator's judge (the digit classifier) and ship its weights (client/canary/judge_weights/).
 judge-weights: $(STAMP)
-	$(PY) -m training.judge_weights client/judge
+	$(PY) -m training.judge_weights client/canary/judge_weights
 
 ## Benchmarks (not part of `make test`): each prints ratios measured in one run, into out/bench/.
 ## The last lines print the fast-path table: each ratio beside its goal.

@@ -58,9 +58,9 @@ def carvana_jpeg() -> bytes:
 
 
 def run(args) -> dict:
-    from client import postprocess
-    from client.images import InputImage
-    from client.preprocess import load_rgb, prepare_image
+    from client.images import postprocess
+    from client.images.inputs import InputImage
+    from client.images.preprocess import load_rgb, prepare_image
     from common import codec
     from common.contract import unet_contract
     from common.quiet import import_tensorflow

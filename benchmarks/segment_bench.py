@@ -36,7 +36,7 @@ def run(args) -> dict:
     import grpc
 
     from client.api import ServingClient
-    from client.preprocess import prepare_image
+    from client.images.preprocess import prepare_image
     from common.contract import unet_contract
     from common.quiet import import_tensorflow
 

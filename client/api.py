@@ -6,12 +6,12 @@ Example:
     ...     result = client.segment("car.jpg")[0]
     ...     result.mask.shape, result.source          # original size, "model:unet/1"
 
-TLS: `ServingClient.grpc(target, tls=TLSFiles(ca="ca.pem"))` (see `client.tls`).
+TLS: `ServingClient.grpc(target, tls=TLSFiles(ca="ca.pem"))` (see `client.transports.tls`).
 
 Canary traffic: `ServingClient.grpc(target, canary_fraction=0.1, sticky_key=user_id)` sends 10 %
 of the calls (sticky per key) to the `canary` label and the rest to `stable`; `shadow_fraction`
-mirrors calls answered by `stable` to the canary in the background (see `client.routing` and
-`client.shadow`).
+mirrors calls answered by `stable` to the canary in the background (see `client.canary.routing` and
+`client.canary.shadow`).
 """
 
 from __future__ import annotations
@@ -25,21 +25,16 @@ from typing import Any
 import numpy as np
 
 from client import fallbacks
+from client.canary.routing import Router, route
+from client.canary.shadow import ShadowRecorder
 from client.errors import ClientError
-from client.images import InputImage
-from client.models import (
-    IMAGE_MODELS,
-    Generation,
-    Localization,
-    Segmentation,
-    generation,
-)
-from client.preprocess import ImageLike
-from client.routing import Router, route
-from client.served import contract_from_metadata
-from client.shadow import ShadowRecorder
-from client.tls import TLSFiles
-from client.transport import MAX_RESPONSE_BYTES
+from client.images.inputs import InputImage
+from client.images.preprocess import ImageLike
+from client.models import IMAGE_MODELS, generation
+from client.results import Generation, Localization, Segmentation
+from client.transports.base import MAX_RESPONSE_BYTES
+from client.transports.served_contract import contract_from_metadata
+from client.transports.tls import TLSFiles
 from common.contract import DEFAULT_SIGNATURE
 
 FALLBACK_POLICIES = ("auto", "never", "only")
@@ -65,7 +60,7 @@ class ServingClient:
     """Calls the three served models; the same methods over either transport.
 
     Args:
-        transport: a `client.transport.GrpcTransport` or `RestTransport`.
+        transport: a `client.transports.grpc.GrpcTransport` or `RestTransport`.
         fallback: "auto" (classical methods when the model can't answer), "never" or "only".
         method: the classical segmentation method for fallbacks (see `fallbacks.METHODS`).
         cleanup: keep only the largest foreground component and fill its holes.
@@ -132,11 +127,11 @@ class ServingClient:
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         **options,
     ) -> ServingClient:
-        """A client over gRPC; `tls` (a `client.tls.TLSFiles`) makes the channel TLS.
+        """A client over gRPC; `tls` (a `client.transports.tls.TLSFiles`) makes the channel TLS.
 
         A call whose answer is over `max_response_bytes` fails with RESOURCE_EXHAUSTED.
         """
-        from client.transport import GrpcTransport
+        from client.transports.grpc import GrpcTransport
 
         transport = GrpcTransport(
             target, timeout=timeout, tls=tls, max_response_bytes=max_response_bytes
@@ -158,7 +153,7 @@ class ServingClient:
         `timeout` bounds each call as a whole, however slowly the answer arrives; an answer over
         `max_response_bytes` fails with RESOURCE_EXHAUSTED before more of it is read.
         """
-        from client.rest_transport import RestTransport
+        from client.transports.rest import RestTransport
 
         transport = RestTransport(
             url, timeout=timeout, tls=tls, max_response_bytes=max_response_bytes

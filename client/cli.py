@@ -26,10 +26,10 @@ from tqdm import tqdm
 from client.api import FALLBACK_POLICIES, ServingClient
 from client.errors import ClientError
 from client.fallbacks import METHODS
-from client.pictures import color_instances, draw_box, overlay_mask, sample_grid
-from client.preprocess import load_rgb
-from client.tls import add_tls_arguments, tls_from_args
-from client.transport import MAX_RESPONSE_BYTES
+from client.images.pictures import color_instances, draw_box, overlay_mask, sample_grid
+from client.images.preprocess import load_rgb
+from client.transports.base import MAX_RESPONSE_BYTES
+from client.transports.tls import add_tls_arguments, tls_from_args
 from common.cli import Parser, fail, parse_args
 
 # Exit statuses: some images failed; usage (argparse's own); the server failed, no fallback.

@@ -4,92 +4,21 @@ One entry per image model in IMAGE_MODELS; `ServingClient.predict_images` serves
 and `segment`/`localize` add their classical fallbacks on top. The generator takes no images:
 `generation` turns its answer into a result.
 
-COMPARISONS says, per model, how two versions' answers are compared and scored (the rollout
-gates and shadow mode use it; the measures are in `client.agreement`).
+The result types are in `client.results`; how two versions' answers are compared is in
+`client.canary.comparisons`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from client import agreement, postprocess
+from client.images import postprocess
+from client.results import Generation, Localization, Segmentation
 from common.contract import BYTES_MASK_PNG_SIGNATURE, BYTES_SIGNATURE, Contract
-
-
-class Segmentation:
-    """A foreground mask at the image's original size, and where it came from.
-
-    Args:
-        mask: boolean `[H, W]`.
-        probabilities: float32 `[H, W]`, or a function that computes them: a model's mask is
-            made without float probabilities at the photo's size, which cost more than the rest
-            of the post-processing, so they are computed the first time they are read.
-        source: `model:<name>/<version>` or `fallback:<method>`.
-        instances: int labels `[H, W]` of a watershed fallback, else None.
-    """
-
-    __slots__ = ("_probabilities", "instances", "mask", "source")
-
-    def __init__(
-        self,
-        mask: np.ndarray,
-        probabilities: np.ndarray | Callable[[], np.ndarray],
-        source: str,
-        instances: np.ndarray | None = None,
-    ):
-        self.mask, self.source, self.instances = mask, source, instances
-        self._probabilities = probabilities
-
-    @property
-    def probabilities(self) -> np.ndarray:
-        if callable(self._probabilities):
-            self._probabilities = self._probabilities()
-        return self._probabilities
-
-    @property
-    def foreground_fraction(self) -> float:
-        return float(np.mean(self.mask))
-
-    @property
-    def instance_count(self) -> int | None:
-        return None if self.instances is None else int(self.instances.max())
-
-    def with_mask(self, mask: np.ndarray) -> Segmentation:
-        """The same result with another mask (a cleaned-up one)."""
-        return Segmentation(mask, self._probabilities, self.source, self.instances)
-
-    def with_source(self, source: str) -> Segmentation:
-        """The same result, said to come from `source`."""
-        return Segmentation(self.mask, self._probabilities, source, self.instances)
-
-    def __repr__(self) -> str:
-        return f"Segmentation(mask {self.mask.shape}, source={self.source!r})"
-
-
-@dataclass(frozen=True)
-class Localization:
-    """The object's class and its box in original pixels: (x_min, y_min, x_max, y_max)."""
-
-    class_name: str
-    score: float
-    box: tuple[int, int, int, int]
-    source: str
-    class_probs: dict[str, float] | None = None
-
-
-@dataclass(frozen=True)
-class Generation:
-    """Generated uint8 images [N, H, W, C]."""
-
-    images: np.ndarray
-    seeds: list[int] | None
-    source: str
-
 
 # (contract, serving_default outputs for one image, the image's (height, width), source) -> result.
 PostProcess = Callable[[Contract, Mapping[str, np.ndarray], tuple[int, int], str], Any]
@@ -118,13 +47,6 @@ def localization(
         source,
         {name: float(p) for name, p in zip(names, probs, strict=True)},
     )
-
-
-def with_source(result, source: str):
-    """Any result (segmentation, localization, generation), said to come from `source`."""
-    if isinstance(result, Segmentation):
-        return result.with_source(source)
-    return dataclasses.replace(result, source=source)
 
 
 def generation(images: np.ndarray, seeds: list[int] | None, source: str) -> Generation:
@@ -165,72 +87,3 @@ IMAGE_MODELS: dict[str, ImageModel] = {
     "unet": ImageModel(segmentation, BYTES_MASK_PNG_SIGNATURE, _mask_from_png),
     "localizer": ImageModel(localization, BYTES_SIGNATURE, _normalised_box),
 }
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """How one model's answers are compared between versions and scored against the truth.
-
-    Attributes:
-        inputs: what one golden item is: `images` (an image model) or `seeds` (latent seeds,
-            or latent vectors, of the generator).
-        truth: the ground truth a golden set may hold for an item: `masks`, `labels` (class and
-            box), or None.
-        agreement: (stable answer, canary answer) for one item -> measures, 1 = identical.
-        against_truth: (answer, truth) for one item -> measures, 1 = right; None if no truth.
-        quality: every answer of one version -> set-level measures; None if none.
-        picture: (the item's image or None, answer) -> a picture of the answer, for reports.
-        measures: the names each of `agreement`, `truth` and `quality` returns (so a gates file
-            is checked before anything is sent).
-    """
-
-    inputs: str
-    truth: str | None
-    agreement: Callable[[Any, Any], dict[str, float]]
-    against_truth: Callable[[Any, Any], dict[str, float]] | None
-    quality: Callable[[list], dict[str, float]] | None
-    picture: Callable[[np.ndarray | None, Any], Any]
-    measures: dict[str, tuple[str, ...]]
-
-
-COMPARISONS: dict[str, Comparison] = {
-    "unet": Comparison(
-        "images",
-        "masks",
-        agreement.segmentation_agreement,
-        agreement.segmentation_truth,
-        None,
-        agreement.segmentation_picture,
-        {"agreement": ("dice",), "truth": ("dice",)},
-    ),
-    "localizer": Comparison(
-        "images",
-        "labels",
-        agreement.localization_agreement,
-        agreement.localization_truth,
-        None,
-        agreement.localization_picture,
-        {"agreement": ("class_agreement", "box_iou"), "truth": ("accuracy", "box_iou")},
-    ),
-    "generator": Comparison(
-        "seeds",
-        None,
-        agreement.generation_agreement,
-        None,
-        agreement.generation_quality,
-        agreement.generation_picture,
-        {
-            "agreement": ("judge_agreement", "pixel_agreement"),
-            "quality": ("judge_confidence", "recognizability"),
-        },
-    ),
-}
-
-
-def comparison(kind: str) -> Comparison:
-    """The COMPARISONS entry of `kind`, or a ValueError listing the valid kinds."""
-    try:
-        return COMPARISONS[kind]
-    except KeyError:
-        valid = ", ".join(COMPARISONS)
-        raise ValueError(f"no comparison for model kind {kind!r}; valid: {valid}") from None

@@ -157,7 +157,7 @@ def jpeg_scale(height: int, width: int, pre: Preprocessing) -> int:
     The largest one whose scaled image (`ceil(side / scale)`, as libjpeg makes it) keeps at
     least `pre.jpeg_margin` times the model input on both sides. The training pipeline, the
     in-graph bytes signature (`training.data.preprocess.decode_image`) and the client
-    (`client.preprocess`) all decode by this rule.
+    (`client.images.preprocess`) all decode by this rule.
     """
     if pre.jpeg_margin <= 0:
         return 1

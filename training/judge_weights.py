@@ -2,11 +2,11 @@
 
 The rollout gates judge a generator canary on fixed seeds with the same classifier that
 `training.dcgan.evaluate` uses, but the rollout tool and the client run no TensorFlow. So the
-trained judge's weights are written once, here, into `client/judge/` (float16 `.npz` plus a JSON
-manifest), and `client.judge` evaluates the same network in NumPy. `make judge-weights` makes
-them again:
+trained judge's weights are written once, here, into `client/canary/judge_weights/` (float16
+`.npz` plus a JSON manifest), and `client.canary.judge` evaluates the same network in NumPy.
+`make judge-weights` makes them again:
 
-    python -m training.judge_weights client/judge
+    python -m training.judge_weights client/canary/judge_weights
 
 Training follows the slim generator preset's judge (MNIST, 20,000 images, 2 epochs, seed 0).
 """
@@ -115,7 +115,7 @@ def write_judge(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.judge_weights")
-    parser.add_argument("folder", nargs="?", default="client/judge")
+    parser.add_argument("folder", nargs="?", default="client/canary/judge_weights")
     parser.add_argument("--dataset", choices=("mnist", "digits"), default="mnist")
     args = parser.parse_args(argv)
     for path in write_judge(Path(args.folder), dataset=args.dataset):

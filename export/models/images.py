@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from client import preprocess as client_pre
+from client.images import preprocess as client_pre
 from common.contract import BYTES_SIGNATURE, DEFAULT_SIGNATURE, Contract
 from export.models.base import SKEW_ATOL, close
 from export.models.pixels import check_image

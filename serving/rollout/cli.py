@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import grpc
 
 from client.errors import ClientError
-from client.tls import add_tls_arguments, tls_from_args
+from client.transports.tls import add_tls_arguments, tls_from_args
 from common.cli import Parser, fail, parse_args
 from serving.rollout import config_edit as rc
 from serving.rollout.control import Rollout, one_line

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import grpc
 
-from client.tls import TLSFiles, grpc_channel
+from client.transports.tls import TLSFiles, grpc_channel
 from common.quiet import import_tensorflow
 
 import_tensorflow()  # tensorflow_serving's protos import TensorFlow: keep its banner off stderr
@@ -46,7 +46,7 @@ class Rollout:
         config_path: The server's `--model_config_file`.
         timeout: Seconds allowed for each RPC and for each wait on a version's state.
         base_path_map: PREFIX=DIR, to find on this machine the versions of container paths.
-        tls: CA, client certificate and key for a TLS channel (`client.tls`), or None.
+        tls: CA, client certificate and key for a TLS channel (`client.transports.tls`), or None.
         lock_timeout: Seconds to wait for another operator's lock on the config.
 
     Raises:

@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.models import COMPARISONS
+from client.canary.comparisons import COMPARISONS
 from serving.rollout.scores import LABELS, Scores
 
 DEFAULTS = Path(__file__).resolve().parent / "gates.toml"

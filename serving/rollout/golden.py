@@ -1,6 +1,6 @@
 """Golden sets for the rollout gates: the built-in ones, a user's folder, a version's warmup.
 
-A golden folder holds, depending on what the model takes (`client.models.COMPARISONS`):
+A golden folder holds, depending on what the model takes (`client.canary.comparisons.COMPARISONS`):
     images:  image files at the top level; masks/<same stem>.<any image type> (non-zero is
              foreground) for a segmentation model; or labels.csv (path,class,x_min,y_min,x_max,
              y_max in pixel-edge corners, x_max one past the last column, paths relative to the
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from client.agreement import BoxLabel
-from client.models import Comparison
-from client.preprocess import load_rgb
+from client.canary.agreement import BoxLabel
+from client.canary.comparisons import Comparison
+from client.images.preprocess import load_rgb
 from common import codec
 from common.contract import Contract
 from common.warmup_records import WarmupRecordError, read_records, warmup_path

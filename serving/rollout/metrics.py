@@ -16,7 +16,7 @@ import re
 import urllib.error
 import urllib.request
 
-from client.tls import TLSFiles
+from client.transports.tls import TLSFiles
 from serving.config.files import ConfigError, prometheus_path, read_monitoring_config
 
 REQUEST_COUNT = ":tensorflow:serving:request_count"

@@ -91,7 +91,7 @@ def write_picture(result: Verification, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from client.models import comparison
+    from client.canary.comparisons import comparison
     from serving.rollout.verify import image_of
 
     compare = comparison(result.kind)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from client.models import Comparison
+from client.canary.comparisons import Comparison
 
 LABELS = ("stable", "canary")
 
@@ -29,7 +29,7 @@ class Scores:
     server: dict | None  # {"errors", "requests"} over the window, or None
     server_note: str = ""
     server_failed: bool = False  # monitoring was asked for but could not be read
-    shadow: dict | None = None  # client.shadow.summarize(), or None
+    shadow: dict | None = None  # client.canary.shadow.summarize(), or None
     latency_first: dict | None = None  # the first pass's latency_ms, when a second one ran
     truth_items: int = 0
     extra: dict = field(default_factory=dict)
@@ -45,7 +45,7 @@ def score(compare: Comparison, golden, answers: dict, seconds: dict, errors: dic
     """Aggregates a verification's answers and timings.
 
     Args:
-        compare: the model's measures (`client.models.COMPARISONS`).
+        compare: the model's measures (`client.canary.comparisons.COMPARISONS`).
         golden: the GoldenSet that was sent.
         answers: label -> one answer per golden item (None where it failed).
         seconds: label -> the timed Predicts' durations.

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from client.api import ServingClient
+from client.canary.comparisons import COMPARISONS, Comparison, comparison
+from client.canary.shadow import read_records, summarize
 from client.errors import ClientError
-from client.models import COMPARISONS, Comparison, comparison
-from client.served import contract_from_metadata
-from client.shadow import read_records, summarize
-from client.tls import TLSFiles
-from client.transport import GrpcTransport
+from client.transports.grpc import GrpcTransport
+from client.transports.served_contract import contract_from_metadata
+from client.transports.tls import TLSFiles
 from serving.rollout import config_edit as rc
 from serving.rollout import golden as gold
 from serving.rollout import metrics
@@ -44,7 +44,7 @@ class Options:
         gates: a gates file overriding the defaults.
         monitoring_config: the server's --monitoring_config_file (enables the server row).
         rest_port: the server's REST port, where the metrics are served.
-        shadow: a shadow-mode record file (`client.shadow`) to summarise.
+        shadow: a shadow-mode record file (`client.canary.shadow`) to summarise.
         out: a folder for the report picture.
     """
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from client import agreement
-from client.judge import DigitJudge, judge_scores, shipped_judge
-from client.models import COMPARISONS, Generation, Localization, Segmentation, comparison
+from client.canary import agreement
+from client.canary.comparisons import COMPARISONS, comparison
+from client.canary.judge import DigitJudge, judge_scores, shipped_judge
+from client.results import Generation, Localization, Segmentation
 from common.contract import CONTRACTS
 
 

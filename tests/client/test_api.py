@@ -12,7 +12,7 @@ from PIL import Image
 
 from client.api import ServingClient
 from client.errors import ClientError
-from client.served import contract_from_metadata
+from client.transports.served_contract import contract_from_metadata
 from export import publish
 from export.check import png_bytes, sample_image
 from tests.support import ROOT, ServerProcess, free_port

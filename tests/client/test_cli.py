@@ -12,7 +12,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from client import cli
-from client.pictures import color_instances, draw_box, overlay_mask, sample_grid
+from client.images.pictures import color_instances, draw_box, overlay_mask, sample_grid
 from common.contract import DEFAULT_CLASS_NAMES
 from tests.support import ROOT, ServerProcess, free_port
 from training.data.cars import render_car
@@ -64,7 +64,7 @@ def test_picture_morphology_equals_scipy_and_scikit_image():
     from scipy import ndimage
     from skimage.segmentation import find_boundaries
 
-    from client.pictures import erode, inner_boundaries
+    from client.images.pictures import erode, inner_boundaries
 
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -250,7 +250,7 @@ def test_inputs_with_one_name_get_their_own_pictures(capsys, tmp_path):
 
 def test_client_imports_no_tensorflow():
     code = (
-        "import sys, client.cli, client.pictures, client.api, client.transport;"
+        "import sys, client.cli, client.images.pictures, client.api, client.transports.grpc;"
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -21,8 +21,9 @@ import pytest
 from client import cli
 from client.api import ServingClient
 from client.errors import ClientError
-from client.rest_transport import RestTransport
-from client.transport import MAX_RESPONSE_BYTES, GrpcTransport
+from client.transports.base import MAX_RESPONSE_BYTES
+from client.transports.grpc import GrpcTransport
+from client.transports.rest import RestTransport
 from common.wire import predict_pb2
 
 MiB = 2**20

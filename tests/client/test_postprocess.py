@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from client.postprocess import mask_at_size, resize_probabilities, threshold
+from client.images.postprocess import mask_at_size, resize_probabilities, threshold
 
 
 def _smooth_map(seed: int, size: int = 128) -> np.ndarray:

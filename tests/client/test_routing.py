@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
+from client.canary.routing import Router, canary_missing, key_share, route
+from client.canary.shadow import ShadowRecorder, read_records, summarize, version_of
 from client.errors import ClientError
-from client.models import Localization, Segmentation
-from client.routing import Router, canary_missing, key_share, route
-from client.shadow import ShadowRecorder, read_records, summarize, version_of
+from client.results import Localization, Segmentation
 
 
 def test_key_share_is_a_stable_hash_in_the_unit_interval():

@@ -36,8 +36,8 @@ import numpy as np
 
 from common.codec import decode, encode
 from client.errors import ClientError
-from client.rest_transport import RestTransport
-from client.transport import GrpcTransport
+from client.transports.rest import RestTransport
+from client.transports.grpc import GrpcTransport
 
 grpc_port, rest_port = int(sys.argv[1]), int(sys.argv[2])
 x = np.array([1.0, 2.0], np.float32)
@@ -58,7 +58,7 @@ for made in (GrpcTransport(f"127.0.0.1:{grpc_port}"), RestTransport(f"http://127
             assert error.code == "NOT_FOUND", error
 # Pictures and the CLI need no extra; the classical fallbacks say which extra they need.
 from client.api import ServingClient
-from client.pictures import overlay_mask
+from client.images.pictures import overlay_mask
 
 mask = np.zeros((8, 8), bool)
 mask[2:6, 2:6] = True
@@ -84,9 +84,9 @@ import common.contract
 import client.api
 import client.cli
 import client.errors
-import client.pictures
-import client.preprocess
-import client.transport
+import client.images.pictures
+import client.images.preprocess
+import client.transports.grpc
 import common.wire.get_model_metadata_pb2
 import common.wire.get_model_status_pb2
 import common.wire.model_pb2

@@ -1,4 +1,4 @@
-"""The client's TLS: `client.tls.TLSFiles`, both transports, `ServingClient` and the CLI.
+"""The client's TLS: `client.transports.tls.TLSFiles`, both transports, `ServingClient` and the CLI.
 
 Both go to a real `python -m serving --ssl_config_file` under mutual TLS: gRPC on its gRPC port,
 HTTPS on its REST port (the embedded server's addition; TF Serving's REST port stays plain).
@@ -17,9 +17,9 @@ import pytest
 from client import cli
 from client.api import ServingClient
 from client.errors import BAD_INPUT, ClientError
-from client.rest_transport import RestTransport
-from client.tls import TLSFiles
-from client.transport import GrpcTransport
+from client.transports.grpc import GrpcTransport
+from client.transports.rest import RestTransport
+from client.transports.tls import TLSFiles
 from tests.support import (
     ROOT,
     ServerProcess,

@@ -10,10 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from client import transport as transport_module
 from client.errors import ClientError
-from client.rest_transport import RestTransport
-from client.transport import GrpcTransport
+from client.transports import base as transport_module
+from client.transports.grpc import GrpcTransport
+from client.transports.rest import RestTransport
 from tests.support import free_port
 
 pytestmark = pytest.mark.integration

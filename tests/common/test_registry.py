@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from client.models import COMPARISONS, IMAGE_MODELS
+from client.canary.comparisons import COMPARISONS
+from client.models import IMAGE_MODELS
 from common.contract import MODEL_NAMES, model_contract
 from export.models import EXPORTS, export_module
 from training import tasks
@@ -22,7 +23,7 @@ def test_every_stage_registers_every_model():
     assert MODEL_NAMES == ("unet", "localizer", "generator")
     assert set(tasks._FACTORIES) == names, "training/tasks.py _FACTORIES"
     assert set(EXPORTS) == names, "export/models EXPORTS"
-    assert set(COMPARISONS) == names, "client/models.py COMPARISONS"
+    assert set(COMPARISONS) == names, "client/canary/comparisons.py COMPARISONS"
     image_models = {name for name, c in COMPARISONS.items() if c.inputs == "images"}
     assert set(IMAGE_MODELS) == image_models, "client/models.py IMAGE_MODELS (the image models)"
     served = re.findall(r'name: "([^"]+)"', (SERVING / "models.config").read_text())

@@ -17,7 +17,7 @@ from tensorflow_serving.apis import model_pb2 as tfs_model_pb2
 from tensorflow_serving.apis import predict_pb2 as tfs_predict_pb2
 from tensorflow_serving.apis import status_pb2 as tfs_util_status_pb2
 
-from client.json_values import from_json, predict_body, to_json
+from client.transports.json_values import from_json, predict_body, to_json
 from common import codec
 from common.quiet import import_tensorflow
 from common.wire import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from client import preprocess as client_pre
+from client.images import preprocess as client_pre
 from common.contract import Contract
 from export import publish
 from export.check import ExportCheckError, png_bytes, sample_image

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from client.judge import FOLDER, MANIFEST_FILE, WEIGHTS_FILE, DigitJudge
+from client.canary.judge import FOLDER, MANIFEST_FILE, WEIGHTS_FILE, DigitJudge
 from training import gan_eval
 from training.judge_weights import LAYERS, load_into, write_judge
 

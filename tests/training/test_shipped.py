@@ -74,7 +74,7 @@ def test_shipped_localizer_names_and_boxes_fresh_shapes_as_well_as_recorded():
 
 
 def test_shipped_generator_draws_digits_the_judge_reads():
-    from client.judge import DigitJudge, judge_scores
+    from client.canary.judge import DigitJudge, judge_scores
     from training import gan_eval
 
     _, _, generator = load_run(shipped.FOLDER / "generator")

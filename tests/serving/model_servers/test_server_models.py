@@ -15,7 +15,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from client import preprocess as client_pre
+from client.images import preprocess as client_pre
 from common.quiet import import_tensorflow
 from export import publish
 from export.check import png_bytes, sample_image

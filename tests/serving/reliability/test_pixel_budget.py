@@ -23,9 +23,9 @@ import pytest
 from PIL import Image
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
 
-from client import preprocess as client_pre
 from client.api import ServingClient
 from client.errors import ClientError
+from client.images import preprocess as client_pre
 from common.contract import DEFAULT_MAX_PIXELS, Preprocessing
 from serving.tensors import from_numpy, to_numpy
 from tests.serving.reliability.conftest import VISION_MODELS

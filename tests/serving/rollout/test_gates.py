@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client.agreement import BoxLabel
-from client.models import COMPARISONS
+from client.canary.agreement import BoxLabel
+from client.canary.comparisons import COMPARISONS
 from serving.rollout import gates as g
 from serving.rollout import golden, metrics
 from serving.rollout.scores import Scores
@@ -204,7 +204,7 @@ def test_golden_folder_mistakes_are_named(tmp_path, setup, kind, message):
 
 
 def test_warmup_requests_become_golden_items(tmp_path):
-    from client.preprocess import prepare_image
+    from client.images.preprocess import prepare_image
     from common.contract import generator_contract, unet_contract
     from export.warmup import write_warmup
 

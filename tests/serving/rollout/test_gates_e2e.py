@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from client.api import ServingClient
-from client.models import COMPARISONS
+from client.canary.comparisons import COMPARISONS
 from serving.rollout import cli as rollout
 from serving.rollout import config_edit as rc
 from serving.rollout.golden import BUILT_IN, load_folder
@@ -93,7 +93,7 @@ class StableClient(threading.Thread):
 
     def __init__(self, target: str, image):
         super().__init__(daemon=True)
-        from client.transport import GrpcTransport
+        from client.transports.grpc import GrpcTransport
 
         transport = GrpcTransport(target, timeout=30.0, retries=0)
         self.client = ServingClient(transport, fallback="never")

@@ -164,7 +164,7 @@ class Traffic(threading.Thread):
 
     def __init__(self, target: str):
         super().__init__(daemon=True)
-        from client.transport import GrpcTransport
+        from client.transports.grpc import GrpcTransport
 
         # No retries: a transient failure must show, not be papered over.
         self.transport = GrpcTransport(target, timeout=10.0, retries=0)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client import preprocess as client_pre
+from client.images import preprocess as client_pre
 from common.contract import Preprocessing, jpeg_scale
 from tests.support import tf
 from training.data.preprocess import _jpeg_scale, decode_image, prepare_image

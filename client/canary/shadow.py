@@ -1,7 +1,7 @@
 """Shadow mode: mirror a share of live calls to the canary in the background, record agreement.
 
 The caller's answer comes from `stable` and is returned before the mirror runs; the canary's
-answer is only compared (with the model's measure from `client.models.COMPARISONS`) and written
+answer is only compared (with the measure `client.canary.comparisons` names) and written
 as one JSON line per mirrored call. `python -m serving.rollout verify --shadow FILE` reads them.
 
 A record:
@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from client.canary.comparisons import comparison
+from client.canary.routing import canary_missing
 from client.errors import ClientError
-from client.models import comparison
-from client.routing import canary_missing
 
 _VERSION = re.compile(r"^model:[^/\s]+/(-?\d+)")
 

@@ -1,7 +1,7 @@
 """How two versions' answers are compared, and how one answer is scored against the truth.
 
 The rollout gates (canary against stable on a golden set) and the client's shadow mode (live
-calls mirrored to the canary) use the same measures; `client.models.COMPARISONS` names each
+calls mirrored to the canary) use the same measures; `client.canary.comparisons` names each
 model's. Every function returns a dict of floats in [0, 1], higher is better.
 
 Example:
@@ -13,15 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from client.judge import judge_scores, shipped_judge
-
-if TYPE_CHECKING:  # the registry in client.models names these functions
-    from client.models import Generation, Localization, Segmentation
+from client.canary.judge import judge_scores, shipped_judge
+from client.results import Generation, Localization, Segmentation
 
 Box = tuple[int, int, int, int]
 
@@ -72,7 +69,7 @@ def segmentation_truth(result: Segmentation, mask: np.ndarray) -> dict[str, floa
 
 
 def segmentation_picture(image: np.ndarray, result: Segmentation) -> Image.Image:
-    from client.pictures import overlay_mask
+    from client.images.pictures import overlay_mask
 
     return overlay_mask(image, result.mask)
 
@@ -97,7 +94,7 @@ def localization_truth(result: Localization, label: BoxLabel) -> dict[str, float
 
 
 def localization_picture(image: np.ndarray, result: Localization) -> Image.Image:
-    from client.pictures import draw_box
+    from client.images.pictures import draw_box
 
     return draw_box(image, result.box, f"{result.class_name} {result.score:.2f}", min_side=128)
 
@@ -123,12 +120,12 @@ def generation_agreement(stable: Generation, canary: Generation) -> dict[str, fl
 
 
 def generation_quality(results: Sequence[Generation]) -> dict[str, float]:
-    """The judge's verdict on every image of `results` (see `client.judge.judge_scores`)."""
+    """The judge's verdict on every image of `results` (see `client.canary.judge.judge_scores`)."""
     images = np.concatenate([np.asarray(r.images) for r in results])
     return judge_scores(shipped_judge().probabilities(images))
 
 
 def generation_picture(image: np.ndarray | None, result: Generation) -> Image.Image:
-    from client.pictures import sample_grid
+    from client.images.pictures import sample_grid
 
     return sample_grid(np.asarray(result.images), scale=4)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-FOLDER = Path(__file__).resolve().parent / "judge"
+FOLDER = Path(__file__).resolve().parent / "judge_weights"
 WEIGHTS_FILE, MANIFEST_FILE = "digit_judge.npz", "digit_judge.json"
 # The share of samples the judge must call with more than this confidence to count them as
 # recognisable, as `training.gan_eval.recognizability` does.
@@ -40,7 +40,7 @@ class DigitJudge:
 
     @classmethod
     def load(cls, folder: str | Path = FOLDER) -> DigitJudge:
-        """The shipped judge (`client/judge/`), or one written elsewhere by the training stage."""
+        """The shipped judge (`client/canary/judge_weights/`), or one the training stage wrote."""
         folder = Path(folder)
         manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
         with np.load(folder / WEIGHTS_FILE) as data:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from client.errors import ClientError
-from client.models import with_source
+from client.results import with_source
 
 STABLE, CANARY = "stable", "canary"
 # How TF Serving answers a label that points nowhere: INVALID_ARGUMENT with this text when the
@@ -99,8 +99,8 @@ def route(
 
     Args:
         router: the client's Router, or None when neither split nor shadow is on.
-        shadow: the client's `client.shadow.ShadowRecorder`, or None.
-        kind: the model kind (a `client.models.COMPARISONS` key), for shadow records.
+        shadow: the client's `client.canary.shadow.ShadowRecorder`, or None.
+        kind: the model kind (a `client.canary.comparisons.COMPARISONS` key), for shadow records.
         model: the served model name.
         pin: the call's (version, label); a call that pins either is not routed.
         sticky_key: the call's key, or None for the router's default.

@@ -18,21 +18,32 @@ from typing import Any
 import orjson
 
 from client.errors import BAD_INPUT, ClientError
-from client.json_values import from_json, predict_body
-from client.tls import TLSFiles
-from client.transport import (
+from client.transports.base import (
     MAX_RESPONSE_BYTES,
-    REST_INFO_TTL_S,
-    _code_name,
-    _metadata_dict,
-    _path,
-    _signature_dict,
-    _Transport,
+    Transport,
+    code_name,
+    metadata_dict,
+    signature_dict,
 )
+from client.transports.json_values import from_json, predict_body
+from client.transports.tls import TLSFiles
 from common.status import code_for_http_status
+
+# A REST predict answer names neither the served version nor (for one output) the output alias,
+# so both come from the signature's metadata, read again once it is this many seconds old.
+REST_INFO_TTL_S = 10.0
 
 # Bytes asked of the socket at a time while reading an answer.
 _READ_BYTES = 2**20
+
+
+def _path(model: str, version: int | None, label: str | None) -> str:
+    path = "/v1/models/" + urllib.parse.quote(model, safe="")
+    if version is not None:
+        path += f"/versions/{int(version)}"
+    elif label is not None:
+        path += "/labels/" + urllib.parse.quote(label, safe="")
+    return path
 
 
 class _DeadlineSocket:
@@ -174,7 +185,7 @@ def _loads(payload: bytes):
         return json.loads(payload)
 
 
-class RestTransport(_Transport):
+class RestTransport(Transport):
     """TF Serving's REST API over keep-alive HTTP connections, one per thread.
 
     A REST predict answer names neither the version that served it nor the alias of a lone
@@ -337,8 +348,8 @@ class RestTransport(_Transport):
         answer = self._request("GET", _path(model, version, label) + "/metadata", None, timeout)
         with _answer_shape():
             signature_map = answer["metadata"]["signature_def"]["signature_def"]
-            signatures = {name: _signature_dict(sig) for name, sig in signature_map.items()}
-            return _metadata_dict(model, int(answer["model_spec"].get("version", -1)), signatures)
+            signatures = {name: signature_dict(sig) for name, sig in signature_map.items()}
+            return metadata_dict(model, int(answer["model_spec"].get("version", -1)), signatures)
 
     def _status(self, model, version, timeout):
         answer = self._request("GET", _path(model, version, None), None, timeout)
@@ -347,7 +358,7 @@ class RestTransport(_Transport):
                 {
                     "version": int(s.get("version", 0)),
                     "state": s.get("state", "UNKNOWN"),
-                    "error_code": _code_name(s.get("status", {}).get("error_code", "OK")),
+                    "error_code": code_name(s.get("status", {}).get("error_code", "OK")),
                     "error_message": s.get("status", {}).get("error_message", ""),
                 }
                 for s in answer.get("model_version_status", [])

@@ -2,7 +2,7 @@
 
 Example:
     >>> from client.api import ServingClient
-    >>> from client.tls import TLSFiles
+    >>> from client.transports.tls import TLSFiles
     >>> tls = TLSFiles(ca="ca.pem", cert="client.pem", key="client.key")  # mutual TLS
     >>> with ServingClient.grpc("serving.internal:8500", tls=tls) as client:
     ...     client.status("unet")

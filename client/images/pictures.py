@@ -2,7 +2,7 @@
 
 Example:
     >>> import numpy as np
-    >>> from client.pictures import overlay_mask
+    >>> from client.images.pictures import overlay_mask
     >>> image = np.zeros((32, 48, 3), np.uint8)
     >>> mask = np.zeros((32, 48), bool)
     >>> mask[8:24, 8:40] = True
@@ -18,7 +18,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from client.preprocess import ImageLike, load_rgb
+from client.images.preprocess import ImageLike, load_rgb
 
 Color = tuple[int, int, int]
 

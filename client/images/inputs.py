@@ -2,8 +2,8 @@
 
 An encoded image (a path or bytes) is opened when the call starts, so an unreadable or
 too-large file is reported before anything is sent; its pixels are decoded later, in the way
-the model's contract says (a JPEG at its DCT scale, see `client.preprocess.decode`), or in full
-for the classical fallbacks; and a REST call can send its encoded bytes as they are.
+the model's contract says (a JPEG at its DCT scale, see `client.images.preprocess.decode`), or
+in full for the classical fallbacks; and a REST call can send its encoded bytes as they are.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from client.errors import BAD_INPUT, ClientError
-from client.preprocess import ImageLike, check_pixels, decode, load_rgb, resize_for_model
+from client.images.preprocess import ImageLike, check_pixels, decode, load_rgb, resize_for_model
 from common.contract import Preprocessing
 
 # What TF's decode_image in the bytes signatures reads, and reads as Pillow does.
