@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 import numpy as np
@@ -24,9 +24,7 @@ from common.contract import Contract, generator_contract
 from training import gan_eval
 from training.config import check_choice
 from training.errors import ConfigError, DataError
-
-if TYPE_CHECKING:  # the data package imports this module's config
-    from training.data import TaskData
+from training.task_data import TaskData
 
 DATASETS = ("mnist", "digits")
 NUM_CLASSES = 10  # digits

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -27,9 +26,7 @@ from training import boxes as box_ops
 from training import schedules
 from training.config import check_choice
 from training.errors import ConfigError
-
-if TYPE_CHECKING:  # the data package imports this module's config
-    from training.data import TaskData
+from training.task_data import TaskData
 
 BOX_HEADS = ("dense", "edges")
 POOLINGS = ("flatten", "gap")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -22,9 +21,7 @@ from training import metrics as seg_metrics
 from training import schedules
 from training.config import check_choice
 from training.errors import ConfigError
-
-if TYPE_CHECKING:  # the data package imports this module's config
-    from training.data import TaskData
+from training.task_data import TaskData
 
 ARCHITECTURES = ("seed", "unet")
 LOSSES = ("bce", "bce_dice")

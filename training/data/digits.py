@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
-from training.data import TaskData
 from training.errors import DataError
+from training.task_data import TaskData
 
 if TYPE_CHECKING:
     from training.dcgan import GeneratorConfig

@@ -12,13 +12,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
 
 from common.contract import Preprocessing
-from training.data import TaskData
 from training.data.cars import synthetic_cars
 from training.data.carvana import (
     CarvanaItem,
@@ -30,9 +28,8 @@ from training.data.carvana import (
     split_car_ids,
 )
 from training.errors import DataError
-
-if TYPE_CHECKING:
-    from training.unet import UNetConfig
+from training.task_data import TaskData
+from training.unet import UNetConfig, contract
 
 # Carvana photos are 1918x1280; the synthetic ones keep that 3:2 shape, so that they are squeezed
 # to the square model input the same way.
@@ -56,9 +53,6 @@ def load_data(config: UNetConfig, data: str | None, seed: int) -> TaskData:
     Raises:
         DataError: when `data` is not a usable Carvana folder or there are fewer than 2 cars.
     """
-    # Imported here, not at the top: training.unet imports this package for TaskData.
-    from training.unet import contract
-
     pre = contract(config).preprocessing
     if data is None:
         return _synthetic(config, pre, seed)

@@ -20,10 +20,10 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from common.contract import DEFAULT_CLASS_NAMES, Preprocessing, localizer_contract
 from training.boxes import to_normalized
-from training.data import TaskData
 from training.data.preprocess import prepare_image
 from training.errors import DataError
 from training.progress import progress as progress_bar
+from training.task_data import TaskData
 
 if TYPE_CHECKING:
     from training.localizer import LocalizerConfig
