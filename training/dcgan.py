@@ -163,11 +163,9 @@ PRESETS: dict[str, GeneratorConfig] = {
     ),
     # A half-width generator with 4x4 kernels, the tutorial's discriminator without dropout,
     # the DCGAN paper's Adam(2e-4, beta_1=0.5) and batch 64, 10 x 500 steps on full MNIST.
-    # Two changes carry the quality (measured on 2 shared cores, 2,000 samples per set; real
-    # held-out digits score cFID 0.62, classifier score 9.11, 92 % recognisable): z's first
-    # coordinate carries a digit class and the discriminator judges each image against it
-    # (projection), and the averaged generator is served. Without them 5,000 steps gave cFID
-    # 14.4, score 5.8, 51 %; with them cFID 3.0, score 9.4, 94 %, in under 10 CPU-minutes.
+    # Two changes carry the quality: z's first coordinate carries a digit class and the
+    # discriminator judges each image against it (projection), and the averaged generator is
+    # served (measurements: docs/training.md#preset-experiments).
     "slim": GeneratorConfig(
         dropout=0.0,
         ema_momentum=0.995,
@@ -341,9 +339,9 @@ class DCGAN(keras.Model):
 
         With `ema_momentum`, a fresh generator holding the averaged weights, whose batch-norm
         statistics are then measured anew on `RECALIBRATION_BATCHES` batches of its own
-        samples: the trained generator's statistics describe other weights (measured on the
-        slim preset at 1,000 steps, keeping them gave a classifier FID of 142, measuring them
-        again 58). Without the average, the trained generator itself.
+        samples: the trained generator's statistics describe other weights, and kept they
+        spoil the samples (measurements: docs/training.md#preset-experiments). Without the
+        average, the trained generator itself.
         """
         if not self.g_optimizer.use_ema:
             return self.generator

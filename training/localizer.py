@@ -143,9 +143,9 @@ PRESETS: dict[str, LocalizerConfig] = {
         augment_hflip=False,
         augment_vflip=False,
     ),
-    # Spatial-softmax edge head sized for a 2-core CPU. The 1 - IoU term took mean box IoU from
-    # 0.935 to 0.979 (15 epochs, cosine decay; the squared error alone plateaus where small
-    # boxes are still a pixel off), and 15 cosine epochs took it from 0.919 to 0.935.
+    # Spatial-softmax edge head sized for a 2-core CPU, with 15 cosine epochs and a 1 - IoU box
+    # term: the squared error alone plateaus where small boxes are still a pixel off (measurements:
+    # docs/benchmarks.md#model-quality-the-earlier-and-the-current-slim-presets).
     "slim": LocalizerConfig(epochs=15, lr_schedule="cosine", iou_weight=1.0),
     # Seconds-long runs for tests.
     "tiny": LocalizerConfig(

@@ -100,8 +100,8 @@ PRESETS: dict[str, UNetConfig] = {
         views_per_car=16,
     ),
     # A base-16 U-Net with skips, sized for a 2-core CPU. 200 cars rather than 100 and a
-    # cosine decay: validation Dice 0.9937 -> 0.995 (20 epochs on 100 cars, the same number
-    # of images, stopped at 0.9948: more cars, not more passes, is what helped).
+    # cosine decay: more cars, not more passes over the same cars, is what helped (measurements:
+    # docs/benchmarks.md#model-quality-the-earlier-and-the-current-slim-presets).
     "slim": UNetConfig(num_cars=200, lr_schedule="cosine"),
     # Seconds-long runs for tests.
     "tiny": UNetConfig(
