@@ -172,9 +172,9 @@ class Declared(NamedTuple):
 
 
 # A DT_STRING element costs its 8-byte NumPy pointer, a Python bytes object (33 bytes and up)
-# and the 24-byte string TF copies it into when it is fed: measured at 36 (empty) to 85 bytes
-# (7 bytes long) a element. On top of that every element's bytes are copied once by TF, and the
-# values the message carries once more as Python bytes.
+# and the 24-byte string TF copies it into when it is fed (measurements:
+# docs/benchmarks.md#measurements-behind-code-choices). On top of that every element's bytes
+# are copied once by TF, and the values the message carries once more as Python bytes.
 STRING_ELEMENT_BYTES = 64
 
 
@@ -457,8 +457,9 @@ def _packed_fixed_field(flat: np.ndarray, spec: _Spec) -> bytes:
     """A packed float/double/complex field as wire bytes: tag, length, raw values.
 
     Parsing these bytes is far faster than `field.extend(...)`, which boxes every element into a
-    Python object (0.06 ms against 0.5 ms for 16k floats). Varint fields gain nothing from a
-    NumPy encoder (measured slower than `extend(tolist())`), so they keep the plain path.
+    Python object. Varint fields gain nothing from a NumPy encoder (it is slower than
+    `extend(tolist())`), so they keep the plain path (measurements:
+    docs/benchmarks.md#measurements-behind-code-choices).
     """
     payload = flat.astype(spec.numpy.newbyteorder("<"), copy=False).tobytes()
     return _varint(spec.number << 3 | 2) + _varint(len(payload)) + payload

@@ -4,7 +4,8 @@ Two things keep freed memory from the operating system in a Python TensorFlow se
 
 1. TensorFlow's oneDNN build (the PyPI wheel on x86) allocates tensors through
    `MklCPUAllocator`, which serves every buffer of 4 KiB or more from a BFC arena that grows to
-   the largest request ever seen and never shrinks (a 300 MB Predict left 1 GB behind).
+   the largest request ever seen and never shrinks (measurements:
+   docs/benchmarks.md#measurements-behind-code-choices).
    `TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1` sends those buffers to malloc instead; the oneDNN
    kernels, and so the numbers, stay the same. TF Serving's own builds use plain malloc too.
 2. glibc's malloc keeps freed memory in its heaps (the adaptive mmap threshold moves buffers up
@@ -18,9 +19,9 @@ when RSS has grown by more than a threshold since the last trim, so requests nev
 The same thread keeps Python's garbage collector off the request path. A loaded TensorFlow
 model is hundreds of thousands of long-lived objects; without care every full collection walks
 them all, and a REST body of nested JSON lists allocates enough containers to start several
-(measured: parsing a 1x128x128x3 JSON body took 24-46 ms with the unet's objects tracked, 3.3
-ms frozen). The server freezes the heap once the initial models are loaded (`gc.freeze`);
-after a version loads or unloads later, `refreeze` asks this thread to collect and freeze again.
+(measurements: docs/benchmarks.md#serving-and-the-fast-paths-make-bench). The server freezes
+the heap once the initial models are loaded (`gc.freeze`); after a version loads or unloads
+later, `refreeze` asks this thread to collect and freeze again.
 """
 
 from __future__ import annotations

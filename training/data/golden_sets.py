@@ -32,10 +32,8 @@ from training.data.shapes import CSV_COLUMNS, synthetic_objects
 # unseen by every model trained on the built-in data.
 CAR_SEED, OBJECT_SEED, LATENT_SEED = 90210, 31337, 2718
 NUM_CARS, NUM_OBJECTS = 8, 12
-# The judge's top probability has a spread of about 0.2 per sample (measured on the slim
-# generator), so its mean over 256 seeds has a standard error of 0.0125: two equally good
-# generators differ by more than the default 0.05 margin (2.8 standard errors of a difference)
-# less than once in 100 rollouts. With 64 seeds it would be about once in 12.
+# Enough seeds that two equally good generators rarely differ in the judge's mean by more than
+# the default judge_confidence margin (measurements: docs/rollouts.md#gate-calibration).
 NUM_SEEDS = 256
 # Carvana's 3:2 photos at a modest size: the models resize them to their own input side.
 CAR_HEIGHT, CAR_WIDTH = 96, 144
