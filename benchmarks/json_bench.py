@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.json_reference import predict_response_json as reference_json
 from serving.rest.json.response import predict_response_json
 from serving.rest.json.tensor import COLUMNAR, ROW
-from tests.serving.rest.json_reference import predict_response_json as reference_json
 
 
 def cases() -> dict[str, tuple[dict[str, np.ndarray], str]]:

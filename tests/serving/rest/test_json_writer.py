@@ -1,7 +1,7 @@
 """The vectorised REST response writer against the per-element one it replaced, byte for byte.
 
-`json_reference` holds the previous implementation unchanged; every comparison here is exact
-string equality. The inputs come from fixed seeds, so a failure repeats.
+`benchmarks.json_reference` holds the previous implementation unchanged; every comparison here
+is exact string equality. The inputs come from fixed seeds, so a failure repeats.
 """
 
 import itertools
@@ -9,12 +9,12 @@ import itertools
 import numpy as np
 import pytest
 
+from benchmarks import json_reference as reference
 from serving.errors import ServingError
 from serving.rest.json import floats
 from serving.rest.json.response import predict_response_json
 from serving.rest.json.tensor import COLUMNAR, ROW
 from serving.rest.json.text import decimal_tokens, render_array, render_rows
-from tests.serving.rest import json_reference as reference
 
 SPECIAL32 = [
     0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 0.1, -0.1, 1 / 3, 2 / 3, 0.5, 1.0, 2.0, 10.0,
