@@ -24,7 +24,8 @@ model_config_list {{
 @pytest.fixture(scope="session")
 def known_server(tmp_path_factory):
     """One real `python -m serving` process over the known-answer models, for read-only tests."""
-    from tests.support import ServerProcess, write_known_model
+    from tests.known_models import write_known_model
+    from tests.support import ServerProcess
 
     root = tmp_path_factory.mktemp("known")
     write_known_model(root / "models" / "half", 1, a=0.5, b=2.0, warmup="good")

@@ -1,5 +1,10 @@
-"""Shared test helpers: the real `python -m serving` process on free loopback ports, and
-known-answer SavedModels in the spirit of TF Serving's half_plus_two."""
+"""Shared test helpers without TensorFlow: the real `python -m serving` process on free loopback
+ports, TLS certificates, polling, and a corrupt model version.
+
+Client and common tests import this module, so it must not import TensorFlow (the server runs in
+its own process); the known-answer SavedModels, which need TensorFlow to write, are in
+`tests.known_models`. `test_slim.py` imports every client test module with TensorFlow blocked.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +18,8 @@ import time
 from pathlib import Path
 
 import grpc
-import numpy as np
 
-from common.quiet import import_tensorflow
-
-tf = import_tensorflow()
-from tensorflow_serving.apis import (  # noqa: E402
-    model_pb2,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
+from common.wire import model_pb2, predict_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
 # Client-side limits raised like a real client would, so large responses can be read.
@@ -96,7 +93,12 @@ class ServerProcess:
             channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         else:
             channel = grpc.secure_channel(target, self.credentials, options=CHANNEL_OPTIONS)
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        # The client's TensorFlow-free copy of PredictRequest: same wire format as TF Serving's.
+        predict = channel.unary_unary(
+            "/tensorflow.serving.PredictionService/Predict",
+            request_serializer=predict_pb2.PredictRequest.SerializeToString,
+            response_deserializer=predict_pb2.PredictResponse.FromString,
+        )
         probe = predict_pb2.PredictRequest(
             model_spec=model_pb2.ModelSpec(name="intentionally_missing_model")
         )
@@ -104,7 +106,7 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
             try:
-                stub.Predict(probe, timeout=1.0)
+                predict(probe, timeout=1.0)
             except grpc.RpcError as error:
                 if "Servable" in (error.details() or ""):
                     self.channel = channel
@@ -216,114 +218,6 @@ class TLSCertificates:
         )
 
 
-# -- known-answer models ---------------------------------------------------------------------
-
-# Side of the square matrix multiplied on every `spin` round: big enough that a few hundred rounds
-# take measurable time, small enough that one round is cheap.
-SPIN_SIDE = 128
-
-SIGNATURES = ("serving_default", "two_inputs", "echo_bytes", "spin", "matrix")
-
-
-class _KnownModel(tf.Module):
-    """y = a*x + b and friends; `a` and `b` are variables so the export has a variables/ dir."""
-
-    def __init__(self, a: float, b: float):
-        super().__init__()
-        self.a = tf.Variable(a, dtype=tf.float32, name="a")
-        self.b = tf.Variable(b, dtype=tf.float32, name="b")
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
-    def serving_default(self, x):
-        return {"y": self.a * x + self.b}
-
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.float32, name="a"),
-            tf.TensorSpec([None], tf.float32, name="b"),
-        ]
-    )
-    def two_inputs(self, a, b):
-        return {"sum": a + b, "diff": a - b}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-    def echo_bytes(self, text):
-        return {"text_bytes": tf.identity(text), "length": tf.strings.length(text)}
-
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.float32, name="x"),
-            tf.TensorSpec([None], tf.int32, name="rounds"),
-        ]
-    )
-    def spin(self, x, rounds):
-        # `rounds` has a batch dimension (one entry per row, the largest wins) so that the
-        # server's batching can merge spin requests like any other.
-        rounds = tf.reduce_max(rounds)
-        # Multiplying by the identity keeps the matrix all ones (finite), yet the runtime cannot
-        # skip the loop because its result feeds y; 0 * finite sum leaves y exact.
-        eye = tf.eye(SPIN_SIDE, dtype=tf.float32)
-        _, m = tf.while_loop(
-            lambda i, m: i < rounds,
-            lambda i, m: (i + 1, tf.matmul(m, eye)),
-            (tf.constant(0, tf.int32), tf.ones([SPIN_SIDE, SPIN_SIDE], tf.float32)),
-        )
-        return {"y": self.a * x + self.b + 0.0 * tf.reduce_sum(m)}
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="m")])
-    def matrix(self, m):
-        return {"row_sum": tf.reduce_sum(m, axis=1)}
-
-
-def write_known_model(
-    base_path: str | os.PathLike,
-    version: int,
-    *,
-    a: float = 0.5,
-    b: float = 2.0,
-    warmup: str | None = None,
-) -> Path:
-    """Writes a known-answer SavedModel to `<base_path>/<version>/`, atomically.
-
-    Args:
-        base_path: The model's base path (created if missing).
-        version: The version number, used as the leaf directory name.
-        a: Slope of `serving_default` and `spin` (y = a*x + b).
-        b: Intercept of `serving_default` and `spin`.
-        warmup: None for no warmup file, "good" for a valid one (serving_default x=[1.0]), or
-            "bad" for a record whose `x` is float64, which must fail the load.
-
-    Returns:
-        The version directory.
-    """
-    base = Path(base_path)
-    base.mkdir(parents=True, exist_ok=True)
-    final = base / str(version)
-    # A non-numeric name is invisible to the version poller until the rename publishes it whole.
-    tmp = base / f".tmp-{version}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    module = _KnownModel(a, b)
-    signatures = {name: getattr(module, name) for name in SIGNATURES}
-    tf.saved_model.save(module, str(tmp), signatures=signatures)
-    if warmup is not None:
-        _write_warmup(tmp, warmup)
-    os.rename(tmp, final)
-    return final
-
-
-def _write_warmup(version_dir: Path, kind: str) -> None:
-    from export.warmup import write_warmup
-
-    if kind == "good":
-        x = np.array([1.0], dtype=np.float32)
-    elif kind == "bad":
-        x = np.array([1.0], dtype=np.float64)
-    else:
-        raise ValueError(f"warmup must be None, 'good' or 'bad', not {kind!r}")
-    write_warmup(version_dir, "known", {"serving_default": {"x": x}})
-
-
 def corrupt_version(base_path: str | os.PathLike, version: int) -> Path:
     """Writes `<base_path>/<version>/saved_model.pb` full of garbage, so loading it must fail.
 
@@ -344,3 +238,14 @@ def corrupt_version(base_path: str | os.PathLike, version: int) -> Path:
     final = base / str(version)
     os.rename(tmp, final)
     return final
+
+
+def __getattr__(name: str):
+    # tests/export/test_conformance.py still imports write_known_model from here; it lives in
+    # tests.known_models and is loaded only when asked for, so importing this module never
+    # imports TensorFlow. Remove once that test imports it from tests.known_models.
+    if name == "write_known_model":
+        from tests.known_models import write_known_model
+
+        return write_known_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

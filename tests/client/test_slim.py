@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -10,26 +11,31 @@ import pytest
 
 from tests.support import ROOT
 
-# Installed first in the child: any import of TensorFlow (or the TF Serving API, which needs it),
-# SciPy, scikit-image or scikit-learn fails as it would in a slim install without them (the
-# classical fallbacks are the `classical` extra).
-BLOCK_TENSORFLOW = """
+TENSORFLOW = ("tensorflow", "tensorflow_serving", "keras", "tf_keras")
+# The classical fallbacks' libraries: the `classical` extra, not in a slim install.
+CLASSICAL = ("scipy", "skimage", "sklearn")
+
+# Installed first in a child: any import of a BLOCKED package fails as it would in an install
+# without it.
+BLOCKER = """
 import importlib.abc
 import sys
 
-BLOCKED = ("tensorflow", "tensorflow_serving", "keras", "tf_keras", "scipy", "skimage", "sklearn")
+BLOCKED = BLOCKED_NAMES
 
 
-class BlockTensorFlow(importlib.abc.MetaPathFinder):
+class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
-            message = f"{name} is blocked: the slim client must not need it"
-            raise ModuleNotFoundError(message, name=name)
+            raise ModuleNotFoundError(f"{name} is blocked", name=name)
         return None
 
 
-sys.meta_path.insert(0, BlockTensorFlow())
+sys.meta_path.insert(0, Block())
 """
+
+# The slim client: no TensorFlow (nor the TF Serving API, which needs it), no classical extra.
+BLOCK_TENSORFLOW = BLOCKER.replace("BLOCKED_NAMES", repr(TENSORFLOW + CLASSICAL))
 
 CLIENT_SCRIPT = """
 import numpy as np
@@ -129,3 +135,50 @@ def test_client_modules_do_not_import_tensorflow():
     result = _run(IMPORT_SCRIPT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# Client and common test modules that import TensorFlow themselves, and why; every other module
+# there (and the shared conftest and support) must import without it, so client tests do not
+# pay for it. The server they talk to runs in its own process; fixtures that write SavedModels
+# import `tests.known_models` inside the fixture.
+NEEDS_TENSORFLOW = {
+    "tests.client.test_api": "publishes a trained run (export.publish, training.runner)",
+    "tests.common.test_registry": "checks the training and export registries (Keras models)",
+    "tests.common.test_wire": "compares the wire copies with TensorFlow's own messages",
+}
+
+IMPORT_EACH = """
+import importlib
+import json
+
+failures = {}
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except ImportError as error:
+        failures[name] = str(error)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+print(json.dumps({"failures": failures, "loaded": loaded}))
+"""
+
+
+def test_client_and_common_tests_import_without_tensorflow():
+    files = [ROOT / "tests" / "conftest.py", ROOT / "tests" / "support.py"]
+    for folder in ("client", "common"):
+        files += sorted((ROOT / "tests" / folder).glob("*.py"))
+    names = [
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for path in files
+    ]
+    assert set(NEEDS_TENSORFLOW) <= set(names), "an exemption names a module that is gone"
+    blocker = BLOCKER.replace("BLOCKED_NAMES", repr(TENSORFLOW))
+    result = _run(blocker + IMPORT_EACH, *names)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    failures = report["failures"]
+    # Every module but the exempt ones imported, and nothing of TensorFlow was loaded.
+    assert {name: failures[name] for name in failures if name not in NEEDS_TENSORFLOW} == {}
+    assert report["loaded"] == []
+    # The exemptions are real: each one does fail without TensorFlow.
+    assert sorted(failures) == sorted(NEEDS_TENSORFLOW), failures
+    assert all("is blocked" in failures[name] for name in NEEDS_TENSORFLOW), failures

@@ -20,12 +20,7 @@ from client.errors import BAD_INPUT, ClientError
 from client.transports.grpc import GrpcTransport
 from client.transports.rest import RestTransport
 from client.transports.tls import TLSFiles
-from tests.support import (
-    ROOT,
-    ServerProcess,
-    TLSCertificates,
-    write_known_model,
-)
+from tests.support import ROOT, ServerProcess, TLSCertificates
 
 F32 = np.float32
 
@@ -124,6 +119,9 @@ def test_cli_tls_mistakes_are_one_line_usage_errors(capsys, argv, message):
 
 @pytest.fixture(scope="module")
 def mtls_server(certs, tmp_path_factory):
+    # Writing the SavedModel needs TensorFlow; this module itself must import without it.
+    from tests.known_models import write_known_model
+
     base = tmp_path_factory.mktemp("models") / "half"
     write_known_model(base, 1, a=0.5, b=2.0)
     server = ServerProcess(

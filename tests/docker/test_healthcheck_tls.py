@@ -12,7 +12,8 @@ import subprocess
 
 import pytest
 
-from tests.support import ServerProcess, TLSCertificates, free_port, write_known_model
+from tests.known_models import write_known_model
+from tests.support import ServerProcess, TLSCertificates, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from serving.core.manager import ModelManager
-from tests.support import write_known_model
+from tests.known_models import write_known_model
 
 POLL_S, RETRY_S = 0.1, 0.05
 

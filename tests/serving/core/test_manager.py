@@ -19,8 +19,9 @@ from serving.core import config_checks, versions
 from serving.errors import ServingError
 from serving.servables.saved_model import load_servable
 from serving.servables.warmup import read_warmup_requests
+from tests.known_models import tf
 from tests.serving.core.conftest import POLL_S
-from tests.support import corrupt_version, tf
+from tests.support import corrupt_version
 
 integration = pytest.mark.integration
 State = get_model_status_pb2.ModelVersionStatus.State

@@ -782,7 +782,8 @@ def test_render_has_help_and_type_for_every_metric():
     assert "# TYPE :tensorflow:serving:batching_session:processed_batch_size histogram" in lines
     helps = [line for line in lines if line.startswith("# HELP ")]
     types = [line for line in lines if line.startswith("# TYPE ")]
-    assert len(helps) == len(types) == 6
+    # TF Serving's six, and the embedded server's version state and per-version latency.
+    assert len(helps) == len(types) == 8
     # Each TYPE line follows its HELP line.
     for help_line in helps:
         name = help_line.split()[2]

@@ -14,7 +14,8 @@ import pytest
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from serving.tensors import from_numpy, to_numpy
-from tests.support import ServerProcess, write_known_model
+from tests.known_models import write_known_model
+from tests.support import ServerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -26,13 +26,8 @@ from tensorflow_serving.apis import (
 
 from serving.model_servers.grpc_services import MAX_MESSAGE_BYTES, server_options, socket_problem
 from serving.tensors import from_numpy, to_numpy
-from tests.support import (
-    CHANNEL_OPTIONS,
-    ROOT,
-    ServerProcess,
-    TLSCertificates,
-    write_known_model,
-)
+from tests.known_models import write_known_model
+from tests.support import CHANNEL_OPTIONS, ROOT, ServerProcess, TLSCertificates
 
 pytestmark = pytest.mark.integration
 

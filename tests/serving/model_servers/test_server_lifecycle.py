@@ -21,14 +21,8 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.tensors import from_numpy, to_numpy
-from tests.support import (
-    ROOT,
-    ServerProcess,
-    corrupt_version,
-    port_open,
-    wait_for,
-    write_known_model,
-)
+from tests.known_models import write_known_model
+from tests.support import ROOT, ServerProcess, corrupt_version, port_open, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,8 @@ import pytest
 
 from serving.config.files import ConfigError, session_config
 from serving.servables.saved_model import load_servable
-from tests.support import ROOT, write_known_model
+from tests.known_models import write_known_model
+from tests.support import ROOT
 
 
 def test_defaults_leave_the_thread_pools_to_tf():

@@ -24,8 +24,9 @@ from tensorflow_serving.apis import (
 )
 
 from serving.tensors import from_numpy, to_numpy
+from tests.known_models import write_known_model
 from tests.serving.tf1_models import write_half_plus_two
-from tests.support import ServerProcess, write_known_model
+from tests.support import ServerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,8 @@ from tensorflow_serving.apis import (
 )
 
 from serving.tensors import from_numpy, to_numpy
-from tests.support import ServerProcess, wait_for, write_known_model
+from tests.known_models import write_known_model
+from tests.support import ServerProcess, wait_for
 
 State = get_model_status_pb2.ModelVersionStatus.State
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ServerProcess, write_known_model
+from tests.known_models import write_known_model
+from tests.support import ServerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,8 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_p
 
 from serving.servables import memory
 from serving.tensors import from_numpy
-from tests.support import ServerProcess, wait_for, write_known_model
+from tests.known_models import write_known_model
+from tests.support import ServerProcess, wait_for
 
 # Within this fraction of the RSS before the large request.
 TOLERANCE = 0.10

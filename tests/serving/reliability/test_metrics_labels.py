@@ -34,7 +34,8 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving.model_servers.metrics import UNKNOWN_MODEL
 from serving.rollout.metrics import request_counts
 from serving.tensors import from_numpy
-from tests.support import ServerProcess, write_known_model
+from tests.known_models import write_known_model
+from tests.support import ServerProcess
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
 NAME_BYTES = 2048

@@ -21,7 +21,8 @@ import time
 
 import pytest
 
-from tests.support import ServerProcess, TLSCertificates, wait_for, write_known_model
+from tests.known_models import write_known_model
+from tests.support import ServerProcess, TLSCertificates, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,8 @@ import pytest
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from serving.tensors import from_numpy
-from tests.support import ServerProcess, wait_for, write_known_model
+from tests.known_models import write_known_model
+from tests.support import ServerProcess, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,8 @@ from tensorflow_serving.apis import (
 
 from serving.config import files as config_lib
 from serving.tensors import from_numpy, to_numpy
-from tests.support import ROOT, ServerProcess, TLSCertificates, free_port, write_known_model
+from tests.known_models import write_known_model
+from tests.support import ROOT, ServerProcess, TLSCertificates, free_port
 
 REFUSED = grpc.StatusCode.UNAVAILABLE
 

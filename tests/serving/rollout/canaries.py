@@ -16,7 +16,7 @@ from common.quiet import import_tensorflow
 tf = import_tensorflow()
 
 # Side of the square matrix multiplied on every spin round of the slow twin (see
-# tests.support.SPIN_SIDE): a few hundred rounds take tens of milliseconds on these machines.
+# tests.known_models.SPIN_SIDE): a few hundred rounds take tens of milliseconds on these machines.
 SPIN_SIDE = 128
 
 

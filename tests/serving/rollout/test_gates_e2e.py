@@ -46,7 +46,8 @@ def served(tiny_runs, tmp_path_factory):
     """The server with unet 1 (the tiny run, labelled stable); canaries wait on disk: 2 an
     identical copy, 3 an untrained export, 4 the slow twin of 1, 5 no U-Net at all."""
     from export import publish
-    from tests.support import ServerProcess, write_known_model
+    from tests.known_models import write_known_model
+    from tests.support import ServerProcess
 
     root = tmp_path_factory.mktemp("gates")
     base = root / "models"

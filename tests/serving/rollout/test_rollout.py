@@ -217,7 +217,8 @@ class Traffic(threading.Thread):
 
 @pytest.mark.integration
 def test_canary_promote_rollback_without_a_failed_request(tmp_path, capsys):
-    from tests.support import ServerProcess, corrupt_version, write_known_model
+    from tests.known_models import write_known_model
+    from tests.support import ServerProcess, corrupt_version
 
     base = tmp_path / "models"
     write_known_model(base / "half", 1, b=2.0)

@@ -18,7 +18,8 @@ from google.protobuf import text_format
 
 from serving.rollout import config_edit as rc
 from serving.rollout.control import Rollout
-from tests.support import ROOT, ServerProcess, wait_for, write_known_model
+from tests.known_models import write_known_model
+from tests.support import ROOT, ServerProcess, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from serving.rollout import cli as rollout
-from tests.support import ROOT, ServerProcess, TLSCertificates, write_known_model
+from tests.known_models import write_known_model
+from tests.support import ROOT, ServerProcess, TLSCertificates
 
 CONFIG = """
 model_config_list {{

@@ -11,7 +11,8 @@ import pytest
 
 from serving.errors import ServingError
 from serving.servables.saved_model import from_op_error, grpc_code, load_servable
-from tests.support import corrupt_version, tf, write_known_model
+from tests.known_models import tf, write_known_model
+from tests.support import corrupt_version
 
 F32 = np.float32
 

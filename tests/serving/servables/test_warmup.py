@@ -18,7 +18,7 @@ from serving.model_servers.metrics import Metrics
 from serving.servables.predict import Predictor
 from serving.servables.saved_model import load_servable
 from serving.servables.warmup import Warmup, read_warmup_requests
-from tests.support import tf, write_known_model
+from tests.known_models import tf, write_known_model
 
 F32 = np.float32
 

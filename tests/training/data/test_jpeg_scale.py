@@ -12,7 +12,7 @@ from PIL import Image
 
 from client.images import preprocess as client_pre
 from common.contract import Preprocessing, jpeg_scale
-from tests.support import tf
+from tests.known_models import tf
 from training.data.preprocess import _jpeg_scale, decode_image, prepare_image
 
 
