@@ -404,6 +404,24 @@ class ModelManager:
             model = self._models.get(name)
             return self._ready(model) if model is not None else []
 
+    def version_states(self) -> list[tuple[str, int, tuple[str, ...], str]]:
+        """Every version of each configured model, as the version-state metric reports it.
+
+        Returns:
+            (model, version, the config's labels pointing at it, GetModelStatus state name) per
+            version ever seen (END included, as GetModelStatus reports it). A model a reload
+            removed is left out, so the metric's labels stay within the configured models.
+        """
+        with self._cv:
+            rows = []
+            for name in self._models:
+                labels: dict[int, list[str]] = {}
+                for label, number in self._labels.get(name, {}).items():
+                    labels.setdefault(number, []).append(label)
+                for number, (state, _) in self._history.get(name, {}).items():
+                    rows.append((name, number, tuple(labels.get(number, ())), State.Name(state)))
+            return rows
+
     def model_names(self) -> list[str]:
         """The configured model names, in config order."""
         with self._cv:

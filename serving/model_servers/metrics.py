@@ -10,13 +10,19 @@ made up (TF Serving keeps one series per name any client sends). A model that a 
 keeps its series, since counters must not go down while the process lives; requests naming it
 afterwards are unknown. The other labels come from the server: the API, the entrypoint, a status
 code name, a model path, a thread pool name.
+
+Two metric families exist only on this embedded server, since TF Serving's metrics carry no
+version: `serving_embedded_version_state` (one series per configured model, version and state,
+1 for the version's current state) and `serving_embedded_version_request_latency` (the latency of
+the requests each version answered). Their names do not start with `:tensorflow:` so that no
+dashboard mistakes them for TF Serving's.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 # The `model_name` of requests naming no configured model (or none at all).
 UNKNOWN_MODEL = "(unknown)"
@@ -107,6 +113,45 @@ class Histogram:
         return lines
 
 
+# GetModelStatus's states, in lifecycle order: every version has one series per state.
+VERSION_STATES = ("START", "LOADING", "AVAILABLE", "UNLOADING", "END")
+
+# (model, version, its labels, its state) for every version of a configured model.
+VersionRow = tuple[str, int, Sequence[str], str]
+
+
+class VersionStateGauge:
+    """The state of every version, read from the version manager when the metrics are scraped.
+
+    A version has one series per state in `VERSION_STATES`, valued 1 for its current state and 0
+    for the others, so `== 1` selects versions in a state and a version that leaves a state
+    shows up as a 0 rather than as a series that vanishes. The `label` label holds the version
+    labels (`stable`, `canary`) that point at it, sorted and comma-separated, or "".
+    """
+
+    kind = "gauge"
+    label_names = ("model_name", "version", "label", "state")
+
+    def __init__(self, name: str, help_text: str):
+        self.name, self.help = name, help_text
+        self._source: Callable[[], Sequence[VersionRow]] = tuple
+
+    def watch(self, source: Callable[[], Sequence[VersionRow]]) -> None:
+        """Reads versions from `source` (e.g. `ModelManager.version_states`) from now on."""
+        self._source = source
+
+    def samples(self) -> list[str]:
+        lines = []
+        for model, version, labels, state in sorted(self._source()):
+            if state not in VERSION_STATES:
+                raise ValueError(f"unknown version state {state!r}; valid: {VERSION_STATES}")
+            label = ",".join(sorted(labels))
+            for name in VERSION_STATES:
+                values = (model, str(version), label, name)
+                lines.append(f"{self.name}{_labels(self.label_names, values)} {int(name == state)}")
+        return lines
+
+
 class Metrics:
     """The server's metrics, named as TF Serving names them."""
 
@@ -142,6 +187,16 @@ class Metrics:
             ("model_name", "op_name"),
             buckets=tuple(2**i for i in range(11)),
         )
+        # Embedded-only (see the module docstring).
+        self.version_state = VersionStateGauge(
+            "serving_embedded_version_state",
+            "State of each version of a configured model (1 for its current state).",
+        )
+        self.version_request_latency = Histogram(
+            "serving_embedded_version_request_latency",
+            "Distribution of wall time (in microseconds) of the requests each version answered.",
+            ("model_name", "version", "API"),
+        )
         self._all = (
             self.request_count,
             self.request_latency,
@@ -149,6 +204,8 @@ class Metrics:
             self.model_warmup_latency,
             self.queuing_latency,
             self.batch_size,
+            self.version_state,
+            self.version_request_latency,
         )
 
     def render(self) -> str:

@@ -179,6 +179,7 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
         num_load_threads=options.num_load_threads,
         num_unload_threads=options.num_unload_threads,
     )
+    metrics.version_state.watch(manager.version_states)
     core = Core(
         manager,
         predictor,

@@ -7,6 +7,7 @@ Serving's code and text, so both front ends only translate transport.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import time
 
@@ -30,6 +31,8 @@ from serving.servables import classifier, inference, multi_inference, predict, r
 # its answer reaches the client in time. gRPC reports no deadline as about 9.2e18 s left.
 RELOAD_ANSWER_MARGIN_S = 1.0
 _NO_DEADLINE_S = 1e12
+# Inside a measured request: the versions whose servables it held (for per-version latency).
+_SERVED: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("served", default=None)
 
 
 def reload_wait(time_remaining: float | None, default: float | None) -> float | None:
@@ -91,10 +94,22 @@ class Core:
             raise errors.invalid_argument("ModelSpec has no name specified.")
         choice = model_spec.WhichOneof("version_choice")
         if choice == "version":
-            return self.manager.handle(model_spec.name, version=model_spec.version.value)
-        if choice == "version_label":
-            return self.manager.handle(model_spec.name, label=model_spec.version_label)
-        return self.manager.handle(model_spec.name)
+            handle = self.manager.handle(model_spec.name, version=model_spec.version.value)
+        elif choice == "version_label":
+            handle = self.manager.handle(model_spec.name, label=model_spec.version_label)
+        else:
+            handle = self.manager.handle(model_spec.name)
+        return self._noting_version(handle)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _noting_version(handle):
+        """Holds a servable and tells the measured request around it which version it got."""
+        with handle as servable:
+            served = _SERVED.get()
+            if served is not None:
+                served.append(servable.version)
+            yield servable
 
     @contextlib.contextmanager
     def _measure(self, request, api: str, entrypoint: str):
@@ -107,6 +122,8 @@ class Core:
         model = request.model_spec.name if request.HasField("model_spec") else ""
         if model not in self.manager.model_names():
             model = UNKNOWN_MODEL
+        served: list[int] = []
+        token = _SERVED.set(served)
         try:
             yield
         except errors.ServingError as error:
@@ -115,9 +132,15 @@ class Core:
         except Exception as error:  # a bug must still answer, as INTERNAL, and be logged
             self.metrics.request_count.inc(model, "INTERNAL")
             raise errors.logged_internal(api) from error
+        finally:
+            _SERVED.reset(token)
         self.metrics.request_count.inc(model, "OK")
         latency_us = (time.perf_counter() - start) * 1e6
         self.metrics.request_latency.observe(latency_us, model, api, entrypoint)
+        if served and model != UNKNOWN_MODEL:
+            # Embedded-only: the version that answered (the first held, for a request that held
+            # more than one), so canary and stable latencies can be told apart.
+            self.metrics.version_request_latency.observe(latency_us, model, str(served[0]), api)
 
     # -- PredictionService -------------------------------------------------------------------
 
