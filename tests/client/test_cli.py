@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import subprocess
 import sys
@@ -133,24 +134,95 @@ def test_sample_grid_sizes_and_modes():
 # -- CLI without a model ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
+# Each usage error: exit 2, nothing on stdout, and exactly one stderr line that names the
+# sub-command, the option and the bad value (no usage block, no traceback); `*` stands for
+# argparse's list of choices.
+USAGE_ERRORS = [
+    (
         ["segment"],
+        "python -m client segment: error: the following arguments are required: IMAGE",
+    ),
+    (
         ["segment", "x.png", "--jobs", "0"],
+        "python -m client segment: error: argument --jobs: 0 must be a finite number greater "
+        "than 0",
+    ),
+    (
+        ["segment", "x.png", "--jobs", "x"],
+        "python -m client segment: error: argument --jobs: 'x' is not a number",
+    ),
+    (
         ["segment", "x.png", "--model-version", "1", "--version-label", "stable"],
+        "python -m client segment: error: argument --version-label: not allowed with argument "
+        "--model-version",
+    ),
+    (
+        ["localize", "x.png", "--server", "h:1", "--rest", "h:2"],
+        "python -m client localize: error: argument --rest: not allowed with argument --server",
+    ),
+    (
         ["segment", "x.png", "--method", "magic"],
+        "python -m client segment: error: argument --method: invalid choice: 'magic' *",
+    ),
+    (
         ["status", "unet", "--timeout", "inf"],
+        "python -m client status: error: argument --timeout: inf must be a finite number "
+        "greater than 0",
+    ),
+    (
         ["status", "unet", "--max-response-mib", "nan"],
+        "python -m client status: error: argument --max-response-mib: nan must be a finite "
+        "number greater than 0",
+    ),
+    (
         ["status", "unet", "--max-response-mib", "0"],
+        "python -m client status: error: argument --max-response-mib: 0 must be a finite number "
+        "greater than 0",
+    ),
+    (
         ["generate", "--out", "g.png"],
+        "python -m client generate: error: the following arguments are required: --n",
+    ),
+    (
+        ["generate", "--n", "0", "--out", "g.png"],
+        "python -m client generate: error: argument --n: 0 must be a finite number greater than 0",
+    ),
+    (
+        ["segment", "x.png", "--bogus"],
+        "python -m client: error: unrecognized arguments: --bogus",
+    ),
+    (
         ["frobnicate"],
-    ],
-)
-def test_usage_errors_exit_2(capsys, argv):
+        "python -m client: error: argument COMMAND: invalid choice: 'frobnicate' *",
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "line"), USAGE_ERRORS, ids=[" ".join(a) for a, _ in USAGE_ERRORS])
+def test_usage_errors_exit_2_with_one_line_naming_the_option(
+    capsys, monkeypatch, tmp_path, argv, line
+):
+    monkeypatch.chdir(tmp_path)  # so that a relative --out would be written here
     code, out, err = run(capsys, *argv)
-    assert code == 2 and not out
-    assert err[-1].startswith("usage:") or "error:" in err[-1]
+    assert code == 2 and out == []
+    assert len(err) == 1, err
+    assert fnmatch.fnmatchcase(err[0], f"{line} (see --help)"), err[0]
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+def test_a_url_that_cannot_be_used_is_a_usage_error(capsys):
+    code, out, err = run(capsys, "status", "unet", "--rest", "ftp://host:1")
+    assert (code, out) == (2, [])
+    assert err == [
+        "python -m client: error: expected an http:// or https:// URL, not 'ftp://host:1'"
+    ]
+
+
+def test_help_exits_0_with_the_subcommand_usage_on_stdout(capsys):
+    code, out, err = run(capsys, "segment", "--help")
+    assert (code, err) == (0, [])
+    assert out[0].startswith("usage: python -m client segment ")
+    assert any("--fallback {auto,never,only}" in line for line in out)
 
 
 def test_watershed_fallback_counts_coins_without_a_server(capsys, pictures, tmp_path):
@@ -248,20 +320,19 @@ def test_inputs_with_one_name_get_their_own_pictures(capsys, tmp_path):
             assert mask.size == (width, height), path
 
 
-def test_client_imports_no_tensorflow():
-    code = (
-        "import sys, client.cli, client.images.pictures, client.api, client.transports.grpc;"
-        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+def test_module_entry_point_exits_2_with_the_error_line():
+    """`python -m client` itself (not only `cli.main`): the status and the line reach the shell."""
     done = subprocess.run(
         [sys.executable, "-m", "client", "segment", "--jobs", "x", "a.png"],
         cwd=ROOT,
         capture_output=True,
         text=True,
+        timeout=60,
     )
-    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "python -m client segment: error: argument --jobs: 'x' is not a number (see --help)\n"
+    )
 
 
 # -- CLI against the real server -------------------------------------------------------------
@@ -318,6 +389,12 @@ def test_segment_json_and_pictures(capsys, served, pictures, tmp_path):
         assert record["overlay_png"] == str(tmp_path / f"{name}.overlay.png")
         assert Image.open(record["overlay_png"]).mode == "RGB"
         assert record["instances_png"] is None and record["instances_overlay_png"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "car.mask.png",
+        "car.overlay.png",
+        "gray.mask.png",
+        "gray.overlay.png",
+    ]
 
     # The same call over REST answers from the same model.
     code, out, err = run(
@@ -330,7 +407,8 @@ def test_segment_json_and_pictures(capsys, served, pictures, tmp_path):
         "never",
     )
     assert code == 0, err
-    assert len(out) == 1 and "model:unet/1" in out[0] and "72x48" in out[0]
+    fraction = got[str(pictures["car"])]["foreground_fraction"]
+    assert out == [f"{pictures['car']}: {fraction:.1%} foreground, 72x48, model:unet/1"]
 
 
 @integration
@@ -385,9 +463,19 @@ def test_localize_writes_boxes(capsys, served, pictures, tmp_path):
         assert record["class"] in DEFAULT_CLASS_NAMES and 0.0 <= record["score"] <= 1.0
         x0, y0, x1, y1 = record["box"]
         assert 0 <= x0 <= x1 < record["width"] and 0 <= y0 <= y1 < record["height"]
+        assert record["boxes_png"] == str(tmp_path / f"{name}.boxes.png")
         assert Image.open(record["boxes_png"]).mode == "RGB"
-    code, out, _ = run(capsys, "localize", pictures["car"], "--server", f"127.0.0.1:{served.port}")
-    assert code == 0 and out[0].startswith(f"{pictures['car']}: ") and " at (" in out[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["car.boxes.png", "gray.boxes.png"]
+    # Without --json: one line per image saying the same.
+    record = records(out)[str(pictures["car"])]
+    code, out, err = run(
+        capsys, "localize", pictures["car"], "--server", f"127.0.0.1:{served.port}"
+    )
+    assert code == 0, err
+    box = "({}, {})-({}, {})".format(*record["box"])
+    assert out == [
+        f"{pictures['car']}: {record['class']} {record['score']:.2f} at {box}, model:localizer/1"
+    ]
 
 
 @integration
@@ -409,8 +497,15 @@ def test_generate_grid_from_seeds(capsys, served, tmp_path):
             server,
         )
         assert code == 0, err
-        record = json.loads(out[0])
-        assert record["seeds"] == [3, 4, 5, 6, 7, 8] and record["source"] == "model:generator/1"
+        (line,) = out
+        assert json.loads(line) == {
+            "out": str(tmp_path / name),
+            "source": "model:generator/1",
+            "count": 6,
+            "seeds": [3, 4, 5, 6, 7, 8],
+            "height": 28,
+            "width": 28,
+        }
         grid = Image.open(tmp_path / name)
         # 6 tiles of 28x28 in 3 columns and 2 rows, enlarged 4x.
         assert grid.size == (3 * 28 * 4, 2 * 28 * 4) and grid.mode == "L"
@@ -419,7 +514,8 @@ def test_generate_grid_from_seeds(capsys, served, tmp_path):
     code, out, err = run(
         capsys, "generate", "--n", "4", "--out", tmp_path / "r.png", "--server", server
     )
-    assert code == 0 and "random latents" in out[0]
+    assert code == 0, err
+    assert out == [f"{tmp_path / 'r.png'}: 4 images 28x28, random latents, model:generator/1"]
     assert Image.open(tmp_path / "r.png").size == (2 * 28 * 4, 2 * 28 * 4)
 
 
