@@ -238,14 +238,3 @@ def corrupt_version(base_path: str | os.PathLike, version: int) -> Path:
     final = base / str(version)
     os.rename(tmp, final)
     return final
-
-
-def __getattr__(name: str):
-    # tests/export/test_conformance.py still imports write_known_model from here; it lives in
-    # tests.known_models and is loaded only when asked for, so importing this module never
-    # imports TensorFlow. Remove once that test imports it from tests.known_models.
-    if name == "write_known_model":
-        from tests.known_models import write_known_model
-
-        return write_known_model
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,8 @@ from export.conformance.build import ConformanceError, build
 from export.conformance.cli import main
 from export.conformance.harness import check_version
 from export.warmup import WARMUP_FILE, write_warmup
-from tests.support import ROOT, write_known_model
+from tests.known_models import write_known_model
+from tests.support import ROOT
 from training import config as cfg
 from training.runner import CONFIG_FILE, WEIGHTS_FILE, read_run_config
 from training.tasks import get_task

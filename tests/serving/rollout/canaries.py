@@ -12,12 +12,9 @@ import shutil
 from pathlib import Path
 
 from common.quiet import import_tensorflow
+from tests.known_models import SPIN_SIDE
 
 tf = import_tensorflow()
-
-# Side of the square matrix multiplied on every spin round of the slow twin (see
-# tests.known_models.SPIN_SIDE): a few hundred rounds take tens of milliseconds on these machines.
-SPIN_SIDE = 128
 
 
 def copy_version(base: Path, source: int, version: int) -> Path:
