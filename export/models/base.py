@@ -17,6 +17,12 @@ PARITY_ATOL = 1e-5
 # Client (Pillow) vs TensorFlow pre-processing differ by float rounding only.
 SKEW_ATOL = 1e-4
 
+# The serving functions are traced with AutoGraph off: their control flow is already graph ops
+# (tf.cond, tf.switch_case, tf.while_loop; Python loops only unroll constants), so AutoGraph
+# only rewrote and recompiled their source on every trace, about a tenth of an export. A Python
+# `if` or `while` on a tensor now fails at trace time instead of being converted silently.
+AUTOGRAPH = False
+
 # {signature name: {input alias: array}}: warmup records and the self-check both use them.
 Requests = Mapping[str, Mapping[str, np.ndarray]]
 # {signature name: {output alias: array}}: what the version answered to `Requests`.

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from common.contract import DEFAULT_SIGNATURE, SEEDS_SIGNATURE, Contract
-from export.models.base import ExportModule, close, input_spec
+from export.models.base import AUTOGRAPH, ExportModule, close, input_spec
 
 
 def to_uint8(images: tf.Tensor) -> tf.Tensor:
@@ -27,11 +27,11 @@ def seed_latents(seeds: tf.Tensor, latent_dim: int) -> tf.Tensor:
 def signatures(module: tf.Module, contract: Contract) -> dict:
     model = module.model
 
-    @tf.function(input_signature=[input_spec(contract, DEFAULT_SIGNATURE)])
+    @tf.function(input_signature=[input_spec(contract, DEFAULT_SIGNATURE)], autograph=AUTOGRAPH)
     def serve_z(z):
         return {"images": to_uint8(model(z, training=False))}
 
-    @tf.function(input_signature=[input_spec(contract, SEEDS_SIGNATURE)])
+    @tf.function(input_signature=[input_spec(contract, SEEDS_SIGNATURE)], autograph=AUTOGRAPH)
     def serve_seeds(seeds):
         z = seed_latents(seeds, contract.latent_dim)
         return {"images": to_uint8(model(z, training=False))}

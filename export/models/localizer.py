@@ -6,7 +6,14 @@ import numpy as np
 import tensorflow as tf
 
 from common.contract import BYTES_SIGNATURE, DEFAULT_SIGNATURE, Contract
-from export.models.base import PARITY_ATOL, SKEW_ATOL, ExportModule, close, input_spec
+from export.models.base import (
+    AUTOGRAPH,
+    PARITY_ATOL,
+    SKEW_ATOL,
+    ExportModule,
+    close,
+    input_spec,
+)
 from export.models.images import INPUT_KINDS, decode_images, image_requests, skew_inputs
 
 
@@ -18,12 +25,12 @@ def signatures(module: tf.Module, contract: Contract) -> dict:
         probs = out["class_probs"]
         return probs, tf.argmax(probs, axis=-1, output_type=tf.int64), out["box"]
 
-    @tf.function(input_signature=[input_spec(contract, DEFAULT_SIGNATURE)])
+    @tf.function(input_signature=[input_spec(contract, DEFAULT_SIGNATURE)], autograph=AUTOGRAPH)
     def serve_image(image):
         probs, class_id, box = heads(image)
         return {"class_probs": probs, "class_id": class_id, "box": box}
 
-    @tf.function(input_signature=[input_spec(contract, BYTES_SIGNATURE)])
+    @tf.function(input_signature=[input_spec(contract, BYTES_SIGNATURE)], autograph=AUTOGRAPH)
     def serve_bytes(image_bytes):
         images, sizes = decode_images(image_bytes, contract)
         probs, class_id, box = heads(images)

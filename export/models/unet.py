@@ -12,6 +12,7 @@ from common.contract import (
     Contract,
 )
 from export.models.base import (
+    AUTOGRAPH,
     PARITY_ATOL,
     SKEW_ATOL,
     ExportCheckError,
@@ -25,12 +26,12 @@ from export.models.images import INPUT_KINDS, decode_images, image_requests, ske
 def signatures(module: tf.Module, contract: Contract) -> dict:
     model = module.model
 
-    @tf.function(input_signature=[input_spec(contract, DEFAULT_SIGNATURE)])
+    @tf.function(input_signature=[input_spec(contract, DEFAULT_SIGNATURE)], autograph=AUTOGRAPH)
     def serve_image(image):
         logits = model(image, training=False)
         return {"mask": tf.sigmoid(logits), "mask_logits": logits}
 
-    @tf.function(input_signature=[input_spec(contract, BYTES_SIGNATURE)])
+    @tf.function(input_signature=[input_spec(contract, BYTES_SIGNATURE)], autograph=AUTOGRAPH)
     def serve_bytes(image_bytes):
         images, sizes = decode_images(image_bytes, contract, padded=True)
         probs = tf.sigmoid(model(images, training=False))
@@ -48,7 +49,9 @@ def signatures(module: tf.Module, contract: Contract) -> dict:
         )
         return {"mask": masks, "image_size": sizes}
 
-    @tf.function(input_signature=[input_spec(contract, BYTES_MASK_PNG_SIGNATURE)])
+    @tf.function(
+        input_signature=[input_spec(contract, BYTES_MASK_PNG_SIGNATURE)], autograph=AUTOGRAPH
+    )
     def serve_bytes_mask_png(image_bytes):
         images, sizes = decode_images(image_bytes, contract)
         probs = tf.sigmoid(model(images, training=False))
