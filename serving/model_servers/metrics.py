@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 # The `model_name` of requests naming no configured model (or none at all).
@@ -187,6 +188,17 @@ class Metrics:
             ("model_name", "op_name"),
             buckets=tuple(2**i for i in range(11)),
         )
+        # TensorFlow's SavedModel loader counts these (loader.cc), and TF Serving exports them.
+        self.load_attempt_count = Counter(
+            ":tensorflow:cc:saved_model:load_attempt_count",
+            "The number of times a SavedModel was successfully loaded.",
+            ("model_path", "status"),
+        )
+        self.load_latency = Counter(
+            ":tensorflow:cc:saved_model:load_latency",
+            "Latency in microseconds for SavedModels that were successfully loaded.",
+            ("model_path",),
+        )
         # Embedded-only (see the module docstring).
         self.version_state = VersionStateGauge(
             "serving_embedded_version_state",
@@ -204,9 +216,32 @@ class Metrics:
             self.model_warmup_latency,
             self.queuing_latency,
             self.batch_size,
+            self.load_attempt_count,
+            self.load_latency,
             self.version_state,
             self.version_request_latency,
         )
+
+    def measure_loads(self, loader: Callable):
+        """Wraps a version loader `(name, version, path) -> servable` to count its attempts
+        (`success` or `fail`) and add the time of each successful one, by version path.
+
+        Warmup runs after the loader and is timed apart (`model_warmup_latency`), as in TF
+        Serving, where the SavedModel loader's metrics end before warmup starts.
+        """
+
+        def load(name: str, version: int, path: str):
+            start = time.perf_counter()
+            try:
+                servable = loader(name, version, path)
+            except BaseException:
+                self.load_attempt_count.inc(str(path), "fail")
+                raise
+            self.load_attempt_count.inc(str(path), "success")
+            self.load_latency.inc(str(path), amount=(time.perf_counter() - start) * 1e6)
+            return servable
+
+        return load
 
     def render(self) -> str:
         """The Prometheus text exposition of every metric."""

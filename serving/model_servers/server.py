@@ -168,8 +168,10 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
         inter_op=options.tensorflow_inter_op_parallelism,
     )
     manager = ModelManager(
-        loader=lambda name, version, path: load_servable(
-            name, version, path, tags=tags, session_config=session_config
+        loader=metrics.measure_loads(
+            lambda name, version, path: load_servable(
+                name, version, path, tags=tags, session_config=session_config
+            )
         ),
         warmup=warmup,
         file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,

@@ -2,7 +2,8 @@
 
 TF Serving's metrics carry no version, so a canary and its stable version look the same on them.
 These two families are the embedded server's own (docs/operations.md); TF Serving's stay as they
-were, which `test_tf_serving_latency_still_counts_every_request` pins.
+were, which `test_tf_serving_latency_still_counts_every_request` pins. TensorFlow's SavedModel
+load metrics, which TF Serving exports under `:tensorflow:cc:saved_model:`, are checked here too.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from serving.servables.saved_model import load_servable
 from serving.tensors import from_numpy
 from tests.known_models import write_known_model
 from tests.operations.exposition import METRICS_PATH, page, samples, value
-from tests.support import ServerProcess
+from tests.support import ServerProcess, corrupt_version
 
 STATE = "serving_embedded_version_state"
+LOAD_ATTEMPTS = ":tensorflow:cc:saved_model:load_attempt_count"
+LOAD_LATENCY = ":tensorflow:cc:saved_model:load_latency"
 VERSION_LATENCY = "serving_embedded_version_request_latency_count"
 TF_LATENCY = ":tensorflow:serving:request_latency_count"
 CONFIG = """
@@ -217,6 +220,37 @@ def test_a_version_is_loading_while_its_load_runs(tmp_path):
         gate.set()
         loading.join(60)
         manager.stop()
+
+
+def test_load_metrics_count_each_attempt_and_time_the_successful_ones(tmp_path):
+    """Catches a failed load counted as a success, or timed: TensorFlow's loader metrics (which
+    TF Serving exports) count every attempt and time successful loads only."""
+    # Prepare: version 1 loads, version 3 is garbage; no retries, so one attempt each.
+    good = write_known_model(tmp_path / "half", 1)
+    bad = corrupt_version(tmp_path / "half", 3)
+    metrics = Metrics()
+    manager = ModelManager(
+        loader=metrics.measure_loads(load_servable),
+        file_system_poll_wait_seconds=0,
+        max_num_load_retries=0,
+    )
+    metrics.version_state.watch(manager.version_states)
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse(_config(tmp_path / "half", {1: "", 3: ""}), config)
+    try:
+        # Send: the config (it returns once both loads are done: one AVAILABLE, one failed).
+        manager.reload_config(config, timeout=60)
+        text = metrics.render()
+    finally:
+        manager.stop()
+    # Verify.
+    assert value(text, LOAD_ATTEMPTS, model_path=str(good), status="success") == 1
+    assert value(text, LOAD_ATTEMPTS, model_path=str(bad), status="fail") == 1
+    assert value(text, LOAD_ATTEMPTS, model_path=str(bad), status="success") is None
+    assert value(text, LOAD_LATENCY, model_path=str(good)) > 0
+    assert value(text, LOAD_LATENCY, model_path=str(bad)) is None
+    assert _current(text, 1) == ("AVAILABLE", "")
+    assert _current(text, 3) == ("END", "")
 
 
 def test_an_unknown_state_is_an_error_naming_the_valid_ones():
