@@ -19,7 +19,7 @@ SERVE_FLAGS := --port=8500 --rest_api_port=8501 --model_config_file=serving/mode
 	--enable_batching --batching_parameters_file=serving/batching.config \
 	--base_path_map=/models=$(MODELS)
 
-.PHONY: venv tools test test-all served-models models serve demo demo-inputs golden-sets \
+.PHONY: venv tools debian-tools test test-all served-models models serve demo demo-inputs golden-sets \
 	judge-weights bench soak lint clean
 
 venv: $(STAMP)
@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml constraints.txt
 	       && $(PY) -m pip install --quiet -c constraints.txt -e ".[train,dev]"; }
 	touch $(STAMP)
 
-## The deployment-file checkers that tests/docker/test_static_tools.py runs (about 30 s to build).
+## The deployment-file checkers that tests/docker/test_static_tools.py runs (about 10 s to build).
 tools: $(TOOLS_STAMP)
 
 $(TOOLS_STAMP): tools-constraints.txt constraints.txt
@@ -52,18 +52,26 @@ $(TOOLS_STAMP): tools-constraints.txt constraints.txt
 	       && $(TOOLS_PY) -m pip install --quiet -c tools-constraints.txt checkov kubernetes-validate; }
 	touch $(TOOLS_STAMP)
 
+## Debian packages the tests use, installed where missing (CI runs as root): g++ builds the
+## conformance checker (export/conformance) against the TensorFlow wheel; prometheus (promtool
+## and the server) checks and runs the monitoring files (tests/operations). The package's own
+## service is stopped: the tests start their own Prometheus on a free port.
+debian-tools:
+	command -v g++ >/dev/null || (apt-get update && apt-get install -y g++)
+	command -v promtool >/dev/null || { apt-get update \
+	  && apt-get install -y --no-install-recommends prometheus \
+	  && { service prometheus stop >/dev/null 2>&1 || true; }; } \
+	  || echo "Debian's prometheus could not be installed: tests/operations/test_prometheus.py will skip" >&2
+
 ## Run the whole suite except `slow` tests, a test file per worker (pytest-xdist), one worker
 ## per CPU up to 4: most tests wait on a server process, so two workers on two cores take
 ## 10 minutes where one took 17.
-## g++ builds the conformance checker (export/conformance) against the TensorFlow wheel.
 PYTEST_WORKERS = --numprocesses=auto --maxprocesses=4 --dist=loadfile
-test: $(STAMP) $(TOOLS_STAMP)
-	command -v g++ >/dev/null || (apt-get update && apt-get install -y g++)
+test: $(STAMP) $(TOOLS_STAMP) debian-tools
 	$(PY) -m pytest -m "not slow" $(PYTEST_WORKERS)
 
 ## Everything, slow tests included.
-test-all: $(STAMP) $(TOOLS_STAMP)
-	command -v g++ >/dev/null || (apt-get update && apt-get install -y g++)
+test-all: $(STAMP) $(TOOLS_STAMP) debian-tools
 	$(PY) -m pytest $(PYTEST_WORKERS)
 
 ## ruff (lint and format) and the import-linter layer contracts of docs/architecture.md.
