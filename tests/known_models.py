@@ -7,12 +7,12 @@ TensorFlow-free helpers, the server process among them, are in `tests.support`.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from common.quiet import import_tensorflow
+from tests.support import staging_folder
 
 # TensorFlow, imported quietly; the tests that build graphs or tensors themselves use this one.
 tf = import_tensorflow()
@@ -98,13 +98,7 @@ def write_known_model(
     Returns:
         The version directory.
     """
-    base = Path(base_path)
-    base.mkdir(parents=True, exist_ok=True)
-    final = base / str(version)
-    # A non-numeric name is invisible to the version poller until the rename publishes it whole.
-    tmp = base / f".tmp-{version}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp, final = staging_folder(base_path, version)
     module = _KnownModel(a, b)
     signatures = {name: getattr(module, name) for name in SIGNATURES}
     tf.saved_model.save(module, str(tmp), signatures=signatures)

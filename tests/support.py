@@ -218,6 +218,19 @@ class TLSCertificates:
         )
 
 
+def staging_folder(base_path: str | os.PathLike, version: int) -> tuple[Path, Path]:
+    """An empty folder to write a version into, and the version folder to rename it to.
+
+    A non-numeric name is invisible to the version poller, so the rename publishes it whole.
+    """
+    base = Path(base_path)
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = base / f".tmp-{version}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    return tmp, base / str(version)
+
+
 def corrupt_version(base_path: str | os.PathLike, version: int) -> Path:
     """Writes `<base_path>/<version>/saved_model.pb` full of garbage, so loading it must fail.
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common.quiet import import_tensorflow
+from tests.support import staging_folder
 
 tf = import_tensorflow()
 from tensorflow.python.util import deprecation  # noqa: E402 (after the quiet import)
@@ -48,13 +49,7 @@ def _publish(base_path: str | os.PathLike, version: int, build: Callable) -> Pat
         version: The version number, the leaf directory's name.
         build: `(session, asset_path) -> (signature_def_map, main_op)`, called inside the graph.
     """
-    base = Path(base_path)
-    base.mkdir(parents=True, exist_ok=True)
-    final = base / str(version)
-    # A non-numeric name is invisible to the version poller until the rename publishes it whole.
-    tmp = base / f".tmp-{version}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp, final = staging_folder(base_path, version)
     # The TF1 builders are deprecated; their warnings say nothing about these models.
     with (
         tempfile.TemporaryDirectory() as assets,
