@@ -20,25 +20,48 @@ set -euo pipefail
 host="${HEALTH_HOST:-127.0.0.1}"
 port="${HEALTH_PORT:-8501}"
 config="${HEALTH_CONFIG:-/config/models.config}"
-# The `name: "<model>"` lines of the text-format ModelServerConfig, read with bash alone (the
-# tensorflow/serving image has no Python).
+# The `name: "<model>"` fields of the text-format ModelServerConfig, read with bash alone (the
+# tensorflow/serving image has no Python): any number per line, lines that start with `#` skipped.
+# Only ModelConfig has a field called `name` (the version labels use `key`), so every match is a
+# model. Escapes inside the quoted name are not decoded; keep model names to plain characters.
 config_models() {
-  local line names=""
-  while IFS= read -r line; do
-    if [[ "$line" =~ ^[[:space:]]*name:[[:space:]]*\"([^\"]+)\" ]]; then
-      names+="${BASH_REMATCH[1]} "
-    fi
+  local line rest
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    [[ "$line" =~ ^[[:space:]]*# ]] && continue
+    rest="$line"
+    while [[ "$rest" =~ (^|[[:space:]{])name:[[:space:]]*\"([^\"]*)\"(.*)$ ]]; do
+      models+=("${BASH_REMATCH[2]}")
+      rest="${BASH_REMATCH[3]}"
+    done
   done <"$config"
-  printf '%s' "${names% }"
 }
+models=()
 if [[ -n "${HEALTH_MODELS:-}" ]]; then
-  models="$HEALTH_MODELS"
+  read -r -a models <<<"$HEALTH_MODELS"
 elif [[ -r "$config" ]]; then
-  models="$(config_models)"
+  config_models
+  if ((${#models[@]} == 0)); then
+    echo "unhealthy: ${config} names no model (no \`name: \"...\"\` field)" >&2
+    exit 1
+  fi
 else
   echo "unhealthy: no models to probe: cannot read ${config} (set HEALTH_CONFIG or HEALTH_MODELS)" >&2
   exit 1
 fi
+# A model name as one URL path segment: every byte but RFC 3986's unreserved ones %-encoded, so
+# a name with a space, `/`, `:` or a non-ASCII letter still makes a valid request line and reaches
+# the model (both servers %-decode the name in /v1/models/<name>).
+urlencode() {
+  local LC_ALL=C text="$1" out="" char i
+  for ((i = 0; i < ${#text}; i++)); do
+    char="${text:i:1}"
+    case "$char" in
+      [A-Za-z0-9._~-]) out+="$char" ;;
+      *) printf -v char '%%%02X' "'$char" && out+="$char" ;;
+    esac
+  done
+  printf '%s' "$out"
+}
 # Per-read limit in seconds; Docker's HEALTHCHECK --timeout bounds the whole probe anyway.
 read_timeout="${HEALTH_READ_TIMEOUT:-3}"
 ca="${HEALTHCHECK_CA:-}"
@@ -48,7 +71,7 @@ key="${HEALTHCHECK_KEY:-}"
 # Fills the caller's `response` (bash locals are dynamically scoped) with the raw HTTP answer:
 # status line, headers and body, over plain HTTP.
 fetch_http() {
-  local model="$1" line=""
+  local path="$1" line=""
   # A refused connection makes the redirection fail; report it instead of bash's bare error.
   if ! exec 3<>"/dev/tcp/${host}/${port}"; then
     echo "unhealthy: cannot connect to ${host}:${port}" >&2
@@ -56,8 +79,7 @@ fetch_http() {
   fi
   # HTTP/1.1 with Connection: close so the server ends the response by closing the socket,
   # which is what the read loop below waits for.
-  printf 'GET /v1/models/%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' \
-    "$model" "$host" >&3
+  printf 'GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$path" "$host" >&3
   while IFS= read -r -t "$read_timeout" line <&3; do
     response+="${line}"$'\n'
   done
@@ -68,7 +90,7 @@ fetch_http() {
 
 # The same over HTTPS, verifying the server against HEALTHCHECK_CA (or the system's roots).
 fetch_https() {
-  local model="$1" args=()
+  local model="$1" path="$2" args=()
   if [[ -n "$cert" && -z "$key" || -z "$cert" && -n "$key" ]]; then
     echo "unhealthy: HEALTHCHECK_CERT and HEALTHCHECK_KEY go together; set both or neither" >&2
     return 1
@@ -77,7 +99,7 @@ fetch_https() {
     args=(--silent --show-error --include --http1.1 --max-time "$read_timeout")
     [[ -z "$ca" ]] || args+=(--cacert "$ca")
     [[ -z "$cert" ]] || args+=(--cert "$cert" --key "$key")
-    if ! response="$(curl "${args[@]}" "https://${host}:${port}/v1/models/${model}" 2>&1)"; then
+    if ! response="$(curl "${args[@]}" "https://${host}:${port}${path}" 2>&1)"; then
       # curl's first line is the reason; the rest is advice about its web page.
       echo "unhealthy: ${model}: ${response%%$'\n'*}" >&2
       return 1
@@ -89,8 +111,8 @@ fetch_https() {
       args+=(-servername "$host" -verify_hostname "$host"); fi
     [[ -z "$ca" ]] || args+=(-CAfile "$ca")
     [[ -z "$cert" ]] || args+=(-cert "$cert" -key "$key")
-    response="$(printf 'GET /v1/models/%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' \
-      "$model" "$host" | timeout "$read_timeout" openssl "${args[@]}" 2>/dev/null)" || true
+    response="$(printf 'GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' \
+      "$path" "$host" | timeout "$read_timeout" openssl "${args[@]}" 2>/dev/null)" || true
     if [[ -z "$response" ]]; then
       echo "unhealthy: ${model}: no HTTPS answer from ${host}:${port} (TLS handshake" \
         "failed? \`openssl s_client -connect ${host}:${port}\` shows why)" >&2
@@ -104,11 +126,12 @@ fetch_https() {
 }
 
 probe() {
-  local model="$1" response=""
+  local model="$1" path response=""
+  path="/v1/models/$(urlencode "$model")"
   if [[ -n "${ca}${cert}${key}" ]]; then
-    fetch_https "$model" || return 1
+    fetch_https "$model" "$path" || return 1
   else
-    fetch_http "$model" || return 1
+    fetch_http "$path" || return 1
   fi
   if [[ "${response%%$'\n'*}" != "HTTP/1."[01]" 200"* ]]; then
     echo "unhealthy: ${model}: ${response%%$'\n'*}" >&2
@@ -120,7 +143,7 @@ probe() {
   fi
 }
 
-for model in $models; do
+for model in "${models[@]}"; do
   probe "$model"
 done
-echo "healthy: ${models}"
+echo "healthy: ${models[*]}"
