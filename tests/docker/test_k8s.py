@@ -203,3 +203,34 @@ def test_image_tag_matches_serving_api_pin(container):
     repo, _, tag = container["image"].rpartition(":")
     assert repo == "tfserving-stack/serving"
     assert tag == pins[0]
+
+
+# Seconds the kubelet needs to close the container once the drain is over: the embedded server's
+# last steps (gRPC's final wait and the unload, up to ~2 s) with room to spare.
+CLOSE_MARGIN_S = 3
+# Endpoint removal reaches kube-proxy, ingresses and DNS within seconds; less than this pause and
+# calls still routed to the pod would find it stopped.
+MIN_PRESTOP_S = 5
+
+
+def _prestop_seconds(container) -> int:
+    pre_stop = container["lifecycle"]["preStop"]
+    # Kubernetes' own sleep action: no `sleep` binary needed in the image.
+    assert set(pre_stop) == {"sleep"}, pre_stop
+    return pre_stop["sleep"]["seconds"]
+
+
+def test_prestop_pauses_for_endpoint_removal(container):
+    assert _prestop_seconds(container) >= MIN_PRESTOP_S
+
+
+def test_grace_period_covers_prestop_and_the_drain(pod, container):
+    """Catches a grace period at which the kubelet kills the embedded server mid-drain (the
+    30 s default was below 10 s preStop + 30 s --drain_seconds)."""
+    from serving.model_servers.flags import Options
+
+    # No args in the manifest: the server runs with its default --drain_seconds.
+    assert "args" not in container and "command" not in container
+    drain = Options().drain_seconds
+    grace = pod["terminationGracePeriodSeconds"]
+    assert grace >= _prestop_seconds(container) + drain + CLOSE_MARGIN_S
