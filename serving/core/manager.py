@@ -98,7 +98,9 @@ class ModelManager:
 
     # ---- configuration ----
 
-    def reload_config(self, config, timeout: float | None = None) -> None:
+    def reload_config(
+        self, config, timeout: float | None = None, on_applied: Callable[[], None] | None = None
+    ) -> None:
         """Makes the manager serve exactly the models of a `ModelServerConfig`.
 
         Unlike TF Serving, which holds its config lock until the new models are available (for
@@ -108,6 +110,8 @@ class ModelManager:
         Args:
             config: A `ModelServerConfig` holding a `model_config_list`.
             timeout: Seconds to wait for the newly added models; None waits until they settle.
+            on_applied: Called once the config is accepted and in force, before the wait
+                (the request loggers switch then, with the model list); it must not raise.
 
         Raises:
             ServingError: TF Serving's validation errors (nothing changes then); UNKNOWN, TF
@@ -135,6 +139,8 @@ class ModelManager:
                 self._labels = labels
                 self._config = type(config)()
                 self._config.CopyFrom(config)
+                if on_applied is not None:
+                    on_applied()
             self._poll_all()
             if first and self._poll_wait > 0:
                 self._workers.spawn(self._poll_loop, "serving-fs-poll")

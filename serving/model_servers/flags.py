@@ -85,6 +85,12 @@ class Options:
     rest_api_write_timeout_seconds: float = 30.0
     rest_api_max_connections: int = 2048
     rest_api_idle_timeout_seconds: float = 75.0
+    # Request logging (a model's logging_config): a log file is closed before it passes the
+    # first; the files of one filename_prefix stay under the second (the oldest are removed);
+    # records waiting for the writer, per prefix, stay under the third (more are dropped).
+    request_log_max_file_bytes: int = 64 * 2**20
+    request_log_max_total_bytes: int = 2**30
+    request_log_max_queued_bytes: int = 64 * 2**20
 
 
 # Flags tensorflow_model_server accepts that change nothing here (TF runtime tuning, caches,
@@ -129,6 +135,9 @@ _POSITIVE = (
     "rest_api_body_timeout_seconds",
     "rest_api_max_connections",
     "rest_api_idle_timeout_seconds",
+    "request_log_max_file_bytes",
+    "request_log_max_total_bytes",
+    "request_log_max_queued_bytes",
 )
 # Counts and durations where 0 has a meaning and a negative value has none.
 _NON_NEGATIVE = (
@@ -300,6 +309,11 @@ def check_options(options: Options) -> None:
         value = getattr(options, name)
         if not value > 0:
             raise FlagError(f"--{name} must be greater than 0, got {value:g}")
+    if options.request_log_max_total_bytes < options.request_log_max_file_bytes:
+        raise FlagError(
+            f"--request_log_max_total_bytes ({options.request_log_max_total_bytes}) must be at "
+            f"least --request_log_max_file_bytes ({options.request_log_max_file_bytes})"
+        )
     if options.max_inflight_tensor_bytes < options.max_request_tensor_bytes:
         raise FlagError(
             f"--max_inflight_tensor_bytes ({options.max_inflight_tensor_bytes}) must be at "
@@ -322,7 +336,8 @@ def usage() -> str:
         "127.0.0.1); PREFIX=DIR to read a config's base_path PREFIX/... from DIR/...; the",
         "drain deadline after SIGTERM; the bytes of input tensors one Predict may declare",
         "and all requests in flight together; the items one request may carry; how long a",
-        'poller reload waits; and the REST API\'s limits (README, "Security").',
+        'poller reload waits; the REST API\'s limits (README, "Security"); and the sizes',
+        "of request-log files, of all files of one prefix, and of records queued for them.",
         f"Accepted and ignored: {', '.join('--' + n for n in sorted(IGNORED))}",
     ]
     return "\n".join(lines)

@@ -199,6 +199,14 @@ class Metrics:
             "Latency in microseconds for SavedModels that were successfully loaded.",
             ("model_path",),
         )
+        # TF Serving's RequestLogger counts each sampled request by the status of handing it to
+        # its LogCollector; here that is the record's outcome (written, dropped, failed).
+        self.request_log_count = Counter(
+            ":tensorflow:serving:request_log_count",
+            "The total number of requests logged from the model server sliced down by "
+            "model_name and status code.",
+            ("model_name", "status_code"),
+        )
         # Embedded-only (see the module docstring).
         self.version_state = VersionStateGauge(
             "serving_embedded_version_state",
@@ -218,6 +226,7 @@ class Metrics:
             self.batch_size,
             self.load_attempt_count,
             self.load_latency,
+            self.request_log_count,
             self.version_state,
             self.version_request_latency,
         )

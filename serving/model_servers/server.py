@@ -119,7 +119,9 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
         fails.
     """
     stop = stop or threading.Event()
+    from serving.core.log_collector import Limits
     from serving.core.manager import ModelManager
+    from serving.core.server_request_logger import ServerRequestLogger
     from serving.model_servers import grpc_services
     from serving.model_servers.health import ModelHealth
     from serving.rest.handler import RestServer
@@ -182,12 +184,22 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
         num_unload_threads=options.num_unload_threads,
     )
     metrics.version_state.watch(manager.version_states)
+    request_logger = ServerRequestLogger(
+        Limits(
+            max_file_bytes=options.request_log_max_file_bytes,
+            max_total_bytes=options.request_log_max_total_bytes,
+            max_queued_bytes=options.request_log_max_queued_bytes,
+        ),
+        tags,
+        on_outcome=metrics.request_log_count.inc,
+    )
     core = Core(
         manager,
         predictor,
         metrics=metrics,
         base_path_map=options.base_path_map,
         reload_timeout_s=options.model_config_reload_timeout_seconds,
+        request_logger=request_logger,
     )
     started = threading.Event()
     # A stop during start-up stops the manager, which ends the wait for the initial loads.
@@ -204,6 +216,7 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
             return 0
         print(f"Failed to start server. Error: {error.to_string()}", file=sys.stderr, flush=True)
         manager.stop()
+        request_logger.close(0.0)
         return STARTUP_FAILURE
     started.set()
 
@@ -275,6 +288,8 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
         pass
     stopping = time.monotonic()
     _drain(options.drain_seconds, grpc_server, rest_server, poller, health_state)
+    # The requests answered in the drain are queued by now; their records get the time left.
+    request_logger.close(max(options.drain_seconds - (time.monotonic() - stopping), 1.0))
     trimmer.stop()
     if batcher is not None:
         batcher.close()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import logging
 import math
 import time
 
@@ -26,6 +28,8 @@ from serving import errors
 from serving.config import files as config_lib
 from serving.model_servers.metrics import UNKNOWN_MODEL, Metrics
 from serving.servables import classifier, inference, multi_inference, predict, regressor
+
+log = logging.getLogger("serving")
 
 # A reload stops waiting this long (at most a tenth of its time) before the RPC's deadline, so
 # its answer reaches the client in time. gRPC reports no deadline as about 9.2e18 s left.
@@ -64,6 +68,8 @@ class Core:
         base_path_map: `--base_path_map`, applied to every config the core is given.
         reload_timeout_s: How long a reload RPC sent with no deadline waits for its models
             (`--model_config_reload_timeout_seconds`); None waits as long as they take.
+        request_logger: The request loggers of the models' `logging_config`
+            (`serving.core.server_request_logger`), or None to log nothing.
     """
 
     def __init__(
@@ -74,12 +80,14 @@ class Core:
         metrics: Metrics | None = None,
         base_path_map: str = "",
         reload_timeout_s: float | None = None,
+        request_logger=None,
     ):
         self.manager = manager
         self.predictor = predictor
         self.metrics = metrics or Metrics()
         self.base_path_map = base_path_map
         self.reload_timeout_s = reload_timeout_s
+        self.request_logger = request_logger
 
     # -- model spec resolution ---------------------------------------------------------------
 
@@ -150,7 +158,8 @@ class Core:
         with self._measure(request, "Predict", entrypoint):
             self._require_spec(request)
             with self.servable(request.model_spec) as servable:
-                return self.predictor.predict_on(servable, request)
+                response = self.predictor.predict_on(servable, request)
+            return self._logged(request, response)
 
     def signature_inputs(self, model_spec, signature_name: str):
         """The input TensorInfo map REST needs before it can parse JSON."""
@@ -199,12 +208,13 @@ class Core:
             self._require_spec(request)
             admit = self.predictor.admission.examples(request.input)
             with self.servable(request.model_spec) as servable, admit:
-                return classifier.classify(
+                response = classifier.classify(
                     servable,
                     request,
                     run=self._runner(servable, "Classify"),
                     method_check=self.predictor.method_check,
                 )
+            return self._logged(request, response)
 
     def regress(
         self, request: regression_pb2.RegressionRequest, entrypoint: str = "GRPC"
@@ -213,12 +223,13 @@ class Core:
             self._require_spec(request)
             admit = self.predictor.admission.examples(request.input)
             with self.servable(request.model_spec) as servable, admit:
-                return regressor.regress(
+                response = regressor.regress(
                     servable,
                     request,
                     run=self._runner(servable, "Regress"),
                     method_check=self.predictor.method_check,
                 )
+            return self._logged(request, response)
 
     def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest, entrypoint: str = "GRPC"
@@ -228,12 +239,26 @@ class Core:
         spec = first.model_spec if first is not None else model_pb2.ModelSpec()
         admit = self.predictor.admission.examples(request.input)
         with self.servable(spec) as servable, admit:
-            return multi_inference.multi_inference(
+            response = multi_inference.multi_inference(
                 servable,
                 request,
                 run=self._runner(servable, "MultiInference"),
                 method_check=self.predictor.method_check,
             )
+        return self._logged(request, response)
+
+    def _logged(self, request, response):
+        """Hands an answered request to its model's request logger (`ServerCore::Log`).
+
+        Logging never fails or delays a request: the record is queued for a writer thread,
+        and any error here is logged and the answer returned.
+        """
+        if self.request_logger is not None:
+            try:
+                self.request_logger.log(request, response)
+            except Exception:
+                log.exception("Request logging failed; the request was answered")
+        return response
 
     # -- ModelService ------------------------------------------------------------------------
 
@@ -285,9 +310,14 @@ class Core:
             model_server_config: The new config.
             timeout: Seconds to wait for newly added models; None waits until they settle.
         """
-        self.manager.reload_config(
-            config_lib.map_base_paths(model_server_config, self.base_path_map), timeout=timeout
-        )
+        config = config_lib.map_base_paths(model_server_config, self.base_path_map)
+        on_applied = None
+        if self.request_logger is not None:
+            # Checked before anything changes, so a bad logging_config leaves the running
+            # config (models and logging) as it was; applied with the model list.
+            checked = self.request_logger.check(config)
+            on_applied = functools.partial(self.request_logger.update, checked)
+        self.manager.reload_config(config, timeout=timeout, on_applied=on_applied)
 
     def metrics_text(self) -> str:
         return self.metrics.render()

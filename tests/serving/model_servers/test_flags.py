@@ -782,9 +782,9 @@ def test_render_has_help_and_type_for_every_metric():
     assert "# TYPE :tensorflow:serving:batching_session:processed_batch_size histogram" in lines
     helps = [line for line in lines if line.startswith("# HELP ")]
     types = [line for line in lines if line.startswith("# TYPE ")]
-    # TF Serving's six and TensorFlow's two SavedModel load metrics, and the embedded server's
-    # version state and per-version latency.
-    assert len(helps) == len(types) == 10
+    # TF Serving's six, its request_log_count, TensorFlow's two SavedModel load metrics, and
+    # the embedded server's version state and per-version latency.
+    assert len(helps) == len(types) == 11
     # Each TYPE line follows its HELP line.
     for help_line in helps:
         name = help_line.split()[2]
