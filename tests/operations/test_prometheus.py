@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import threading
 import time
-import urllib.parse
-import urllib.request
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -26,8 +22,8 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_p
 
 from serving.tensors import from_numpy
 from tests.known_models import write_known_model
-from tests.operations.exposition import METRICS_PATH
-from tests.support import ROOT, ServerProcess, free_port
+from tests.prometheus import Prometheus, binary
+from tests.support import ROOT, ServerProcess
 
 MONITORING = ROOT / "docker" / "monitoring"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "serving.json"
@@ -44,26 +40,19 @@ ERROR_EVERY = 40
 QUERY_DEADLINE_S = 40.0
 
 
-def _binary(name: str) -> str:
-    path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
-    if path is None:
-        pytest.skip(f"{name} is not installed: install Debian's `prometheus` package")
-    return path
-
-
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=60)
 
 
 def test_promtool_accepts_the_compose_prometheus_config():
     """Catches a config Prometheus would refuse at start-up (its rule file included)."""
-    result = _run(_binary("promtool"), "check", "config", str(MONITORING / "prometheus.yml"))
+    result = _run(binary("promtool"), "check", "config", str(MONITORING / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 rule files found" in result.stdout, result.stdout
 
 
 def test_promtool_accepts_the_alert_rules():
-    result = _run(_binary("promtool"), "check", "rules", str(RULES))
+    result = _run(binary("promtool"), "check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -84,67 +73,6 @@ def _dashboard_queries() -> list[tuple[str, str]]:
 def _alerts() -> list[dict]:
     groups = yaml.safe_load(RULES.read_text())["groups"]
     return [rule for group in groups for rule in group["rules"]]
-
-
-class Prometheus:
-    """A real Prometheus on loopback, scraping one target every second."""
-
-    def __init__(self, root: Path, target: str):
-        self.port = free_port()
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(RULES)],
-            "scrape_configs": [
-                {
-                    # The job name the alert rules select on.
-                    "job_name": "tfserving",
-                    "metrics_path": METRICS_PATH,
-                    "static_configs": [{"targets": [target]}],
-                }
-            ],
-        }
-        (root / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.log_path = root / "prometheus.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
-        self.process = subprocess.Popen(
-            [
-                _binary("prometheus"),
-                f"--config.file={root / 'prometheus.yml'}",
-                f"--storage.tsdb.path={root / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def get(self, path: str, **params: str) -> dict:
-        url = f"http://127.0.0.1:{self.port}{path}?{urllib.parse.urlencode(params)}"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            answer = json.load(response)
-        assert answer["status"] == "success", answer
-        return answer["data"]
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited:\n{self.log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise TimeoutError(f"prometheus not ready:\n{self.log_path.read_text()}")
-
-    def query(self, expr: str) -> list[dict]:
-        data = self.get("/api/v1/query", query=expr)
-        assert data["resultType"] == "vector", data
-        return data["result"]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(30)
-        self._log.close()
 
 
 def _traffic(channel, stop: threading.Event) -> None:
@@ -171,7 +99,7 @@ def _traffic(channel, stop: threading.Event) -> None:
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory):
     """Prometheus scraping the embedded server (stable and canary, batching, warmup) under load."""
-    _binary("prometheus")
+    binary("prometheus")
     root = tmp_path_factory.mktemp("prometheus")
     base = root / "models" / MODEL
     write_known_model(base, 1, a=0.5, b=2.0, warmup="good")
@@ -198,7 +126,7 @@ def prometheus(tmp_path_factory):
     ]
     for sender in senders:
         sender.start()
-    prom = Prometheus(root, f"127.0.0.1:{server.rest_port}")
+    prom = Prometheus(root, f"127.0.0.1:{server.rest_port}", rule_files=[RULES])
     try:
         prom.wait_ready()
         yield prom
