@@ -162,6 +162,15 @@ def _drop_rows(scores: Scores, gates: Gates, kind: str, family: str) -> list[Row
     return rows
 
 
+def latency_source(scores: Scores) -> str:
+    """Where the latency rows' figures came from, for their note."""
+    n = "/".join(str(scores.latency_ms.get(label, {}).get("n", 0)) for label in LABELS)
+    if scores.latency_source == "prometheus":
+        window = max(scores.latency_ms.get(label, {}).get("window_s", 0) for label in LABELS)
+        return f"Prometheus: in-server, {n} requests in {window:.0f} s"
+    return f"timed by the tool: gRPC round trip, {n} requests"
+
+
 def _service_rows(scores: Scores, gates: Gates) -> list[Row]:
     rows = []
     slack = gates.service["slack_ms"]
@@ -176,11 +185,12 @@ def _service_rows(scores: Scores, gates: Gates) -> list[Row]:
             continue
         passed = canary <= ratio_max * stable + slack
         ratio = canary / stable if stable > 0 else float("inf")
-        note = ""
+        note = latency_source(scores)
         if scores.latency_first is not None:
             first = {label: scores.latency_first.get(label, {}).get(pct) for label in LABELS}
             if None not in first.values() and first["stable"] > 0:
-                note = f"second timed pass; the first gave {first['canary'] / first['stable']:.2f}x"
+                ratio_first = first["canary"] / first["stable"]
+                note += f"; second timed pass, the first gave {ratio_first:.2f}x"
         rows.append(
             Row(name, f"{stable:.1f}", f"{canary:.1f}", f"{ratio:.2f}x", rule, passed, note)
         )

@@ -70,6 +70,8 @@ def to_json(result: Verification) -> dict:
             for row in result.rows
         ],
         "latency_ms": result.scores.latency_ms,
+        # "tool" (the timed gRPC round trips) or "prometheus" (the server's histogram, --prometheus)
+        "latency_source": result.scores.latency_source,
         "errors": {label: messages[:5] for label, messages in result.errors.items()},
         "shadow": result.scores.shadow,
     }
@@ -130,7 +132,7 @@ def write_picture(result: Verification, path: Path) -> Path:
             lat.annotate(
                 f"p50 {p50:.1f}\np99 {p99:.1f}", xy=(1 if label == "stable" else 2, p99), fontsize=8
             )
-    lat.set_title("latency per Predict (ms), interleaved")
+    lat.set_title("latency per Predict (ms), interleaved, as the tool timed it")
     lat.set_ylabel("ms")
 
     for row, (index, _) in enumerate(worst, start=1):

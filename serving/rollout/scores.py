@@ -31,6 +31,8 @@ class Scores:
     server_failed: bool = False  # monitoring was asked for but could not be read
     shadow: dict | None = None  # client.canary.shadow.summarize(), or None
     latency_first: dict | None = None  # the first pass's latency_ms, when a second one ran
+    # Where latency_ms came from: "tool" (the timed round trips) or "prometheus" (--prometheus).
+    latency_source: str = "tool"
     truth_items: int = 0
     extra: dict = field(default_factory=dict)
 
