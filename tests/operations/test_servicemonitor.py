@@ -2,8 +2,8 @@
 
 kubernetes-validate (tests/docker/test_static_tools.py) knows only Kubernetes' own kinds, so the
 CRD is vendored (schemas/README.md names its source and version) and the manifest is validated
-with jsonschema. Then the manifest is tied to what it scrapes: the Service in serving.yaml and
-the metrics path in serving/monitoring.config.
+with jsonschema (tests/operations/crds.py). Then the manifest is tied to what it scrapes: the
+Service in serving.yaml and the metrics path in serving/monitoring.config.
 """
 
 from __future__ import annotations
@@ -16,41 +16,17 @@ import pytest
 import yaml
 
 from serving.config import files as config_lib
+from tests.operations.crds import crd_validator, load_crd, schema_errors
 from tests.support import ROOT
 
 MANIFEST = ROOT / "docker" / "k8s" / "servicemonitor.yaml"
 SERVING = ROOT / "docker" / "k8s" / "serving.yaml"
-CRD = ROOT / "tests" / "operations" / "schemas" / "monitoring.coreos.com_servicemonitors.yaml"
-
-
-def _strict(schema):
-    """The schema with undeclared fields refused, as `kubectl apply --validate=strict` does.
-
-    Objects that list `properties` and allow nothing else get `additionalProperties: false`;
-    maps (`additionalProperties` given) and `x-kubernetes-preserve-unknown-fields` stay open.
-    """
-    if isinstance(schema, dict):
-        schema = {key: _strict(value) for key, value in schema.items()}
-        if (
-            "properties" in schema
-            and "additionalProperties" not in schema
-            and not schema.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            schema["additionalProperties"] = False
-        return schema
-    if isinstance(schema, list):
-        return [_strict(item) for item in schema]
-    return schema
+CRD = "monitoring.coreos.com_servicemonitors.yaml"
 
 
 @pytest.fixture(scope="module")
 def validator() -> jsonschema.Draft7Validator:
-    crd = yaml.safe_load(CRD.read_text())
-    assert crd["spec"]["names"]["kind"] == "ServiceMonitor"
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    schema = _strict(version["schema"]["openAPIV3Schema"])
-    jsonschema.Draft7Validator.check_schema(schema)
-    return jsonschema.Draft7Validator(schema)
+    return crd_validator(load_crd(CRD, "ServiceMonitor"), "v1")
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +35,10 @@ def monitor() -> dict:
     return document
 
 
-def _errors(validator, document) -> list[str]:
-    return [
-        f"{'.'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
-        for error in validator.iter_errors(document)
-    ]
-
-
 def test_manifest_matches_the_crd_schema(validator, monitor):
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["kind"] == "ServiceMonitor"
-    assert _errors(validator, monitor) == []
+    assert schema_errors(validator, monitor) == []
 
 
 @pytest.mark.parametrize(
@@ -87,7 +56,8 @@ def test_the_schema_check_refuses_a_broken_manifest(validator, monitor, path, ba
     for key in path[:-1]:
         parent = parent[key]
     parent[path[-1]] = bad_value
-    assert _errors(validator, broken), f"{'.'.join(map(str, path))}={bad_value!r} was accepted"
+    where = ".".join(map(str, path))
+    assert schema_errors(validator, broken), f"{where}={bad_value!r} was accepted"
 
 
 def test_monitor_selects_the_cluster_ip_service_port_and_path(monitor):
