@@ -199,3 +199,24 @@ def test_prometheus_loaded_every_rule_without_errors(prometheus):
         time.sleep(0.5)
     for name, rule in rules.items():
         assert rule["health"] == "ok", f"{name}: {rule.get('lastError')}"
+
+
+def _scaler_queries() -> list[tuple[str, str]]:
+    """(trigger name, PromQL) of every Prometheus trigger of the KEDA ScaledObject."""
+    scaled = yaml.safe_load((ROOT / "docker" / "k8s" / "autoscaling-keda.yaml").read_text())
+    return [
+        (trigger["name"], trigger["metadata"]["query"])
+        for trigger in scaled["spec"]["triggers"]
+        if trigger["type"] == "prometheus"
+    ]
+
+
+@pytest.mark.parametrize(("name", "expr"), _scaler_queries())
+def test_the_autoscaler_query_returns_one_request_rate(prometheus, name, expr):
+    """KEDA's Prometheus scaler needs exactly one series (it refuses several, and with
+    ignoreNullValues off an empty answer is an error): catches a misspelt metric or job label,
+    and a query that forgot its sum() and yields one series per status or model."""
+    result = _wait_for_data(prometheus, expr, f"ScaledObject trigger {name!r}")
+    assert len(result) == 1, result
+    # Under the fixture's traffic the rate is well above zero requests per second.
+    assert float(result[0]["value"][1]) > 1.0, result
