@@ -6,6 +6,7 @@ Usage:
     python -m client generate --n 16 --seed 0 --out grid.png
     python -m client status unet --rest http://127.0.0.1:8501
     python -m client status unet --server serving:8500 --ca ca.pem --cert me.pem --key me.key
+    python -m client segment car.jpg --server dns:///tfserving-headless.tfserving.svc.cluster.local:8500
 """
 
 from __future__ import annotations
@@ -74,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     server = argparse.ArgumentParser(add_help=False)
     where = server.add_mutually_exclusive_group()
     where.add_argument(
-        "--server", default="127.0.0.1:8500", metavar="HOST:PORT", help="gRPC server"
+        "--server",
+        default="127.0.0.1:8500",
+        metavar="TARGET",
+        help="gRPC server: HOST:PORT, or dns:///NAME:PORT to balance over every address of "
+        "NAME (default %(default)s)",
     )
     where.add_argument("--rest", metavar="URL", help="use REST at URL instead of gRPC")
     server.add_argument(

@@ -106,7 +106,11 @@ class Transport:
         return self._status(model, version, timeout)
 
     def _call(self, attempt: Callable[[float], T], timeout: float | None) -> T:
-        """Runs `attempt(seconds_left)`; the deadline bounds the whole call, retries included."""
+        """Runs `attempt(seconds_left)`; the deadline bounds the whole call, retries included.
+
+        The REST transport's retry loop. gRPC retries by itself, under the same rules, as the
+        channel's service config says (`client.transports.grpc.service_config`).
+        """
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         for tries in range(self.retries + 1):
             try:

@@ -170,8 +170,8 @@ def test_matrix_over_rest(known_server):
     np.testing.assert_allclose(outputs["row_sum"], m.sum(axis=1), rtol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["grpc", "rest"])
-def test_server_down_is_retried_then_unavailable(kind, monkeypatch):
+def test_rest_server_down_is_retried_then_unavailable(monkeypatch):
+    # gRPC's retries are gRPC's own (the service config): tests/client/test_balancing.py.
     delays: list[float] = []
 
     def sleep(seconds: float) -> None:
@@ -180,10 +180,7 @@ def test_server_down_is_retried_then_unavailable(kind, monkeypatch):
 
     monkeypatch.setattr(transport_module, "_sleep", sleep)
     port = free_port()  # nothing listens there
-    if kind == "grpc":
-        made = GrpcTransport(f"127.0.0.1:{port}", retries=3, backoff=0.05, timeout=10)
-    else:
-        made = RestTransport(f"http://127.0.0.1:{port}", retries=3, backoff=0.05, timeout=10)
+    made = RestTransport(f"http://127.0.0.1:{port}", retries=3, backoff=0.05, timeout=10)
     started = time.monotonic()
     with made, pytest.raises(ClientError) as caught:
         made.predict("half", {"x": np.array([1.0], F32)})
@@ -196,6 +193,8 @@ def test_server_down_is_retried_then_unavailable(kind, monkeypatch):
 
 
 def test_no_retry_on_other_errors(transport, monkeypatch):
+    if isinstance(transport, GrpcTransport):
+        pytest.skip("gRPC's retries are the service config's: tests/client/test_balancing.py")
     delays: list[float] = []
     monkeypatch.setattr(transport_module, "_sleep", delays.append)
     with pytest.raises(ClientError):
