@@ -108,10 +108,11 @@ def test_idempotent_calls_are_retried_by_grpc(failing):
             assert [previous for _, previous, _ in failing.attempts] == [0, 1, 2, 3]
 
 
-def test_backoff_doubles_from_the_given_base(failing):
+def test_backoff_stays_under_its_doubling_cap(failing):
     # Retry n waits a random time up to backoff * 2**n: with 0.2 s, gaps of at most 0.2, 0.4
-    # and 0.8 s (plus the time an attempt takes on loopback). A policy read in the wrong unit
-    # (0.2 ms or 200 s) or without the doubling cap fails the bound or the deadline.
+    # and 0.8 s, plus the time an attempt takes on a busy machine. A backoff written in the
+    # wrong unit (200 s) fails the bound and the deadline; a cap growing faster than doubling
+    # (or the cap of the last retry used from the first) fails it more often than not.
     with (
         GrpcTransport(f"127.0.0.1:{failing.port}", retries=3, backoff=0.2, timeout=20) as t,
         pytest.raises(ClientError),
@@ -120,7 +121,7 @@ def test_backoff_doubles_from_the_given_base(failing):
     times = [at for _, _, at in failing.attempts]
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert len(gaps) == 3
-    assert all(gap <= 0.2 * 2**n + 0.15 for n, gap in enumerate(gaps)), gaps
+    assert all(gap <= 0.2 * 2**n + 0.3 for n, gap in enumerate(gaps)), gaps
 
 
 def test_no_retries_means_one_attempt(failing):
@@ -302,7 +303,8 @@ def cluster(tmp_path_factory):
         f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n'
     )
     names = _Names(list(HOSTS))
-    dns = DNSServer(names, port=0, address="127.0.0.1", logger=DNSLogger("-log_all"))
+    # Quiet about each query and answer; errors are still printed.
+    dns = DNSServer(names, port=0, address="127.0.0.1", logger=DNSLogger("-request,-reply"))
     dns.start_thread()
     made = _Cluster(root, _shared_port(), dns.server.server_address[1], names)
     try:
@@ -330,6 +332,14 @@ def test_calls_spread_over_every_address_of_the_name(cluster):
     shares = [server.predictions() - start for server, start in zip(servers, before, strict=True)]
     # round_robin alternates once both connections are up; pick_first would give 40 and 0.
     assert sum(shares) == 40 and min(shares) >= 10, shares
+
+
+@pytest.mark.integration
+def test_the_command_line_takes_a_dns_target(cluster, capsys):
+    cluster.up(0, 1)
+    assert cli.main(["status", "half", "--server", cluster.target, "--timeout", "20"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer == [{"version": 1, "state": "AVAILABLE", "error_code": "OK", "error_message": ""}]
 
 
 @pytest.mark.integration
