@@ -70,6 +70,12 @@ def add_gate_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--kind", help="the model's registry kind when its name is not one (unet, ...)")
     add("--golden", metavar="DIR", help="golden folder (images + masks/ or labels.csv; seeds.json)")
+    add(
+        "--replay",
+        metavar="DIR",
+        help="request logs (a logging_config's *.tfrecord files): the newest logged Predict "
+        "requests for the model are the golden set (no truth: agreement and judge gates only)",
+    )
     add("--gates", metavar="FILE", help="TOML overriding serving/rollout/gates.toml")
     add("--monitoring_config_file", metavar="FILE", help="the server's, to read its metrics")
     add("--rest_api_port", type=int, default=8501, help="REST port serving the metrics")
@@ -139,6 +145,7 @@ def _options(args: argparse.Namespace) -> Options:
         rest_port=args.rest_api_port,
         shadow=args.shadow,
         out=args.out,
+        replay=args.replay,
     )
 
 

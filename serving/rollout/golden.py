@@ -8,12 +8,18 @@ A golden folder holds, depending on what the model takes (`client.canary.compari
     seeds:   seeds.json, {"seeds": [1, 2, ...]} or a bare list: latent seeds of `serve_seeds`.
 The built-in sets (serving/rollout/golden/<model>/) are written by
 `python -m training.data.golden_sets` (`make golden-sets`).
+
+A replay folder (`verify --replay DIR`) holds the server's request logs instead: TFRecord files
+of `tensorflow.serving.PredictionLog` (`<filename_prefix>.NNNNNN.tfrecord`, from a model's
+`logging_config`). The inputs of its newest logged Predict requests for the model become the
+golden items. Real traffic carries no truth, so only the agreement and judge gates apply.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,10 @@ from common.warmup_records import WarmupRecordError, read_records, warmup_path
 BUILT_IN = Path(__file__).resolve().parent / "golden"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CSV_COLUMNS = ("path", "class", "x_min", "y_min", "x_max", "y_max")
+# The most logged requests a replay takes (the newest): bounded time and memory however much
+# traffic the folder holds, and more than the latency gates' 200 timed requests per version.
+REPLAY_LIMIT = 256
+LOG_SUFFIX = ".tfrecord"
 
 
 class GoldenError(Exception):
@@ -54,6 +64,9 @@ class GoldenSet:
     source: str
     items: list[Item] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Logged PredictRequests of a replay, made into items once the served contract is known
+    # (`resolve_replay`).
+    requests: list = field(default_factory=list)
 
     def describe(self) -> str:
         """`built-in unet: 8 images, 8 with truth; warmup: 2 items`."""
@@ -183,15 +196,112 @@ def warmup_items(version_dir: Path, compare: Comparison, contract: Contract) -> 
         log = prediction_log_pb2.PredictionLog.FromString(record)
         if log.WhichOneof("log_type") != "predict_log":
             continue
-        request = log.predict_log.request
-        for alias, proto in sorted(request.inputs.items()):
-            array = codec.decode(proto)
-            name = f"warmup {request.model_spec.signature_name or 'serving_default'}.{alias}"
-            items += [
-                Item(f"{name} #{number}.{i}", value, warmup=True)
-                for i, value in enumerate(_warmup_values(array, compare, contract))
-            ]
+        items += _request_items(log.predict_log.request, "warmup", number, compare, contract)
     return items
+
+
+def _request_items(
+    request, source: str, number: int, compare: Comparison, contract: Contract
+) -> list[Item]:
+    """One item per batch entry of each input of a PredictRequest, named like
+    `warmup serving_default.image #0.1` (`source` is "warmup" or "logged")."""
+    items = []
+    name = f"{source} {request.model_spec.signature_name or 'serving_default'}"
+    for alias, proto in sorted(request.inputs.items()):
+        values = _warmup_values(codec.decode(proto), compare, contract)
+        items += [
+            Item(f"{name}.{alias} #{number}.{i}", value, warmup=source == "warmup")
+            for i, value in enumerate(values)
+        ]
+    return items
+
+
+# -- logged requests (verify --replay) --------------------------------------------------------
+
+
+def load_replay(folder: str | Path, model: str, limit: int = REPLAY_LIMIT) -> GoldenSet:
+    """The newest `limit` logged Predict requests for `model` under `folder` (recursively).
+
+    Files are read newest first (by modification time, then name). A last record cut short in
+    the newest file (still being written) is left out with a note; any other damage is an error.
+
+    Returns:
+        A GoldenSet whose `requests` hold the logged requests, oldest first; `resolve_replay`
+        turns them into items.
+
+    Raises:
+        GoldenError: no such folder, no log files, a corrupt file, or no Predict record for
+            `model` (the message names the models the records are for).
+    """
+    import tensorflow as tf  # the rollout tool has TensorFlow (see warmup_items)
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GoldenError(f"--replay folder {folder} does not exist or is not a folder")
+    files = sorted(
+        (p for p in folder.rglob(f"*{LOG_SUFFIX}") if p.is_file()),
+        key=lambda p: (p.stat().st_mtime, str(p)),
+    )
+    if not files:
+        raise GoldenError(
+            f"--replay folder {folder} holds no request logs (*{LOG_SUFFIX} files, written by a "
+            "model's logging_config)"
+        )
+    found: list = []
+    others: dict[str, int] = {}
+    notes = []
+    for newest, path in enumerate(reversed(files)):
+        kept = []
+        try:
+            for raw in tf.data.TFRecordDataset(str(path)):
+                log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
+                name = log.log_metadata.model_spec.name
+                if log.WhichOneof("log_type") == "predict_log":
+                    name = name or log.predict_log.request.model_spec.name
+                    if name == model:
+                        kept.append(log.predict_log.request)
+                        kept = kept[-limit:]
+                        continue
+                others[name or "(no name)"] = others.get(name or "(no name)", 0) + 1
+        except tf.errors.DataLossError as error:
+            # TensorFlow's text wraps "truncated record at N" or "corrupted record at N".
+            damage = re.search(r"(truncated|corrupted) record at \d+", error.message)
+            what = damage.group(0) if damage else error.message
+            if newest != 0 or not what.startswith("truncated"):
+                raise GoldenError(f"request log {path} is corrupt: {what}") from None
+            notes.append(f"a truncated last record of {path.name} left out (still being written?)")
+        except ValueError as error:  # protobuf's DecodeError
+            raise GoldenError(
+                f"request log {path} holds a record that is not a PredictionLog: {error}"
+            ) from None
+        found = kept[-(limit - len(found)) :] + found if len(found) < limit else found
+        if len(found) >= limit:
+            break
+    if not found:
+        seen = ", ".join(f"{n} ({c})" for n, c in sorted(others.items())) or "none"
+        raise GoldenError(
+            f"--replay folder {folder} has no logged Predict request for model {model}; "
+            f"records found for: {seen}"
+        )
+    notes.insert(0, f"{len(found)} logged Predict requests (newest first, at most {limit})")
+    return GoldenSet(f"replay {folder}", notes=notes, requests=found)
+
+
+def resolve_replay(golden: GoldenSet, compare: Comparison, contract: Contract) -> None:
+    """Makes the logged requests of a replay into golden items (no truth: real traffic).
+
+    Raises:
+        GoldenError: none of the requests has an input the model's gates can send.
+    """
+    for number, request in enumerate(golden.requests):
+        golden.items += _request_items(request, "logged", number, compare, contract)
+    if not golden.items:
+        raise GoldenError(
+            f"{golden.source}: none of the {len(golden.requests)} logged requests has an input "
+            f"the gates can send ({compare.inputs})"
+        )
+    golden.requests = []
 
 
 def _warmup_values(array: np.ndarray, compare: Comparison, contract: Contract) -> list:

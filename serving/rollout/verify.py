@@ -45,6 +45,8 @@ class Options:
         monitoring_config: the server's --monitoring_config_file (enables the server row).
         rest_port: the server's REST port, where the metrics are served.
         shadow: a shadow-mode record file (`client.canary.shadow`) to summarise.
+        replay: a folder of the server's request logs: their newest Predict requests for the
+            model are the golden set (`golden.load_replay`).
         out: a folder for the report picture.
     """
 
@@ -55,6 +57,7 @@ class Options:
     rest_port: int = 8501
     shadow: str | None = None
     out: str | None = None
+    replay: str | None = None
 
 
 class TimedTransport:
@@ -150,6 +153,11 @@ def verify(
     transport = TimedTransport(GrpcTransport(server, timeout=timeout, retries=0, tls=tls))
     with ServingClient(transport, fallback="never") as client:
         contract = contract_from_metadata(kind, client.metadata(model, label=rc.CANARY))
+        if golden.requests:  # --replay: logged requests become items in the served contract
+            try:
+                gold.resolve_replay(golden, compare, contract)
+            except gold.GoldenError as error:
+                raise rc.RefusalError(str(error)) from None
         canary_dir = tool.version_dir(config, model, versions[rc.CANARY])
         warmup = gold.warmup_items(canary_dir, compare, contract)
         golden.items += warmup
@@ -222,7 +230,11 @@ def check_options(model: str, options: Options, server: str, tls: TLSFiles | Non
         raise rc.RefusalError(_no_gates(model, kind)) from None
     try:
         gates = load_gates(options.gates)
-        if options.golden is None:
+        if options.replay is not None and options.golden is not None:
+            raise rc.RefusalError("--golden and --replay both name the golden set; give one")
+        if options.replay is not None:
+            golden = gold.load_replay(options.replay, model)
+        elif options.golden is None:
             golden = gold.load_folder(gold.built_in_folder(kind), compare, f"built-in {kind}")
         else:
             golden = gold.load_folder(options.golden, compare)
