@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -163,10 +164,11 @@ async def run_curve(
             )
             stalled = step["achieved_rps"] < STOP_BELOW * step["offered_rps"]
             if stalled and not keep_going and n < len(rates):
-                bar.write(
+                tqdm.write(
                     f"stopping: {step['achieved_rps']:.1f} of {step['offered_rps']:.1f} rps "
                     f"offered achieved, under "
-                    f"{STOP_BELOW:.0%} (--keep-going runs the remaining rates)"
+                    f"{STOP_BELOW:.0%} (--keep-going runs the remaining rates)",
+                    file=sys.stderr,
                 )
                 break
     return steps

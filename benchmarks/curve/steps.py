@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 # The knee's rule, by default: a step is healthy when its achieved rate is within 5 % of the
-# offered rate and its p99 is at most three times the p99 of the curve's lowest step.
+# offered rate and its p99 is at most three times the lowest p99 of the curve's steps.
 RATE_TOLERANCE = 0.05
 P99_FACTOR = 3.0
 # Above this p99 of the sender's lag (ms), the table warns that the sender may be what lags.
@@ -97,19 +97,20 @@ def find_knee(
 ) -> int | None:
     """The index of the knee: the last step of the run of healthy steps the curve starts with.
 
-    Steps are taken in order of rising nominal rate. The lowest step's p99 is the reference, so
-    the lowest step is healthy when it keeps up. The first unhealthy step ends the run, even if
-    a later one looks healthy again: the knee is the highest rate that every lower rate also
-    sustained.
+    Steps are taken in order of rising nominal rate. The reference p99 is the lowest p99 of any
+    step (usually the lowest rate's; taking the least keeps one noisy step, on a shared machine,
+    from loosening the rule for all). The first unhealthy step ends the run, even if a later one
+    looks healthy again: the knee is the highest rate that every lower rate also sustained.
 
     Returns:
         The knee's index in `steps`, or None when even the lowest step does not keep up (or
         there are no steps).
     """
     ordered = sorted(range(len(steps)), key=lambda i: steps[i]["rate_rps"])
-    if not ordered or steps[ordered[0]]["p99_ms"] is None:
+    answered = [s["p99_ms"] for s in steps if s["p99_ms"] is not None]
+    if not ordered or not answered:
         return None
-    base = steps[ordered[0]]["p99_ms"]
+    base = min(answered)
     knee = None
     for i in ordered:
         if not healthy(steps[i], base, rate_tolerance, p99_factor):

@@ -48,6 +48,12 @@ def test_knee_ends_where_p99_passes_the_factor_of_the_lowest_steps():
     assert find_knee(steps, p99_factor=2.0) == 0
 
 
+def test_knee_takes_the_least_p99_of_any_step_as_reference():
+    # A noisy lowest step (p99 40 ms) would allow 120 ms; the least p99 (30 ms) allows 90.
+    steps = [step(10, 10, 40), step(20, 20, 30), step(40, 40, 95), step(80, 80, 80)]
+    assert find_knee(steps) == 1
+
+
 def test_knee_compares_achieved_with_the_arrivals_offered_not_the_nominal_rate():
     # Poisson arrivals offered 36 of a nominal 40: all 36 answered is keeping up.
     steps = [step(10, 10, 20), step(40, 36, 25, offered=36)]
