@@ -93,6 +93,17 @@ class Prometheus:
                 time.sleep(0.2)
         raise TimeoutError(f"prometheus not ready:\n{self.log_path.read_text()}")
 
+    def wait_scraping(self, timeout: float = 30.0) -> None:
+        """Until the target has been scraped (Prometheus applies new targets every 5 s, so the
+        first scrape comes seconds after it is ready)."""
+        deadline = time.monotonic() + timeout
+        while not any(s["value"][1] == "1" for s in self.query("up")):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"prometheus never scraped its target:\n{self.log_path.read_text()}"
+                )
+            time.sleep(0.2)
+
     def query(self, expr: str) -> list[dict]:
         data = self.get("/api/v1/query", query=expr)
         assert data["resultType"] == "vector", data

@@ -42,8 +42,10 @@ GATES_HELP = """\
 gates (verify, promote, auto): every golden item goes to `stable` and `canary` in turn, in
 rounds, timed; the gates compare the answers (agreement, and against truth or the judge) and
 the latencies. Latency p50/p99 per version come from these timed requests, because TF Serving's
-metrics carry no version label; the server's error rate over the window comes from its
-Prometheus request_count (--monitoring_config_file), which counts both versions together.
+metrics carry no version label (--prometheus URL: from the embedded server's per-version
+histogram in that Prometheus, over the same requests); the server's error rate over the window
+comes from its Prometheus request_count (--monitoring_config_file), which counts both versions
+together.
 Thresholds: serving/rollout/gates.toml (override with --gates). Exit status: 0 passed (and
 promoted), 1 a gate failed (auto: rolled back; promote: refused) or the server failed, 2 a
 usage error or refusal (also: the config changed meanwhile, or its lock stayed held), 3 a step
@@ -80,6 +82,12 @@ def add_gate_options(parser: argparse.ArgumentParser) -> None:
     add("--monitoring_config_file", metavar="FILE", help="the server's, to read its metrics")
     add("--rest_api_port", type=int, default=8501, help="REST port serving the metrics")
     add("--shadow", metavar="FILE", help="shadow-mode records (client shadow_log) to summarise")
+    add(
+        "--prometheus",
+        metavar="URL",
+        help="a Prometheus scraping the embedded server: latency per version from its "
+        "serving_embedded_version_request_latency (not on real TF Serving)",
+    )
     add("--out", metavar="DIR", help="write the report picture verify-MODEL.png here")
 
 
@@ -133,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     auto.add_argument("model")
     auto.add_argument("version", type=int)
     add_gate_options(auto)
+    hook = sub.add_parser("webhook", help="serve the gates over HTTP for Flagger", **gated)
+    hook.add_argument(
+        "--listen", default="0.0.0.0:8080", help="HOST:PORT to serve on (default 0.0.0.0:8080)"
+    )
+    hook.add_argument(
+        "--read_timeout",
+        type=seconds,
+        default=10.0,
+        help="seconds for a request's head and body to arrive (default 10)",
+    )
+    add_gate_options(hook)
     return p
 
 
@@ -146,6 +165,7 @@ def _options(args: argparse.Namespace) -> Options:
         shadow=args.shadow,
         out=args.out,
         replay=args.replay,
+        prometheus=args.prometheus,
     )
 
 
@@ -218,6 +238,22 @@ def _gated(tool: Rollout, args, tls) -> int:
     return 1
 
 
+def _webhook(tool: Rollout, args, tls) -> int:
+    """Serves POST /gate (Flagger's webhook) and GET /healthz until stopped."""
+    from serving.rollout import webhook
+
+    try:
+        host, port = webhook.parse_listen(args.listen)
+    except ValueError as error:
+        return fail(PROG, error)
+    if args.read_timeout <= 0:
+        return fail(PROG, f"--read_timeout must be above 0 s, got {args.read_timeout:g}")
+    options = _options(args)
+    webhook.check_startup(options, args.server, tls)
+    service = webhook.GateService(tool, args.server, tls, options, args.timeout)
+    return webhook.serve(service, host, port, args.read_timeout)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the rollout CLI; 0 done (or promoted), 1 a gate or the server failed, 2 refused or
     bad usage, 3 a step timed out while the server was still applying it."""
@@ -242,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _gated(tool, args, tls)
         elif args.command in ("verify", "promote"):
             return _gated(tool, args, tls)
+        elif args.command == "webhook":
+            return _webhook(tool, args, tls)
         elif args.command == "canary":
             print(tool.canary(args.model, args.version))
         elif args.command == "abort":

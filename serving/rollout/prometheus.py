@@ -10,7 +10,10 @@ one per-version source.
 
 The verification's window is cut from scrape timestamps: from the last sample at or before the
 first golden request to the first sample after the last one, so the rate covers every request
-the tool sent (plus what other clients sent the same versions meanwhile).
+the tool sent (plus what other clients sent the same versions meanwhile). A version with no
+sample before the first request (a new canary: the server creates its series on its first
+answer) counts from zero. Scrapes that fail in between (a loaded server can miss a short
+scrape_timeout) change nothing: only the two ends count.
 
 Example:
     url = check_url("http://127.0.0.1:9090")
@@ -194,19 +197,26 @@ def version_latency(
     for label, version in versions.items():
         last = _wait_for_scrape(url, model, version, end, timeout)
         first = _latest(url, model, version, start, timeout)
-        # From the last sample before the first request (a version first answering in the window
-        # has none: its first sample is the start), one millisecond wider so that sample counts.
-        since = first if first is not None else start
-        window = f"{max(1, math.ceil((last - since) * 1000) + 1)}ms"
         bucket = _selector(HISTOGRAM + "_bucket", model, version)
-        buckets = f"sum by (le) (rate({bucket}[{window}]))"
-        count = f"sum(increase({_selector(HISTOGRAM + '_count', model, version)}[{window}]))"
+        count = _selector(HISTOGRAM + "_count", model, version)
+        if first is None:
+            # No sample before the first request: the version's series appeared with it (the
+            # server creates them on a version's first answer), so its counters start at zero.
+            # Scrapes that time out under load make this the common case for a new canary.
+            since, buckets, count = start, f"sum by (le) ({bucket})", f"sum({count})"
+        else:
+            # From the last sample before the first request, one millisecond wider so that
+            # sample is inside the window.
+            since = first
+            window = f"{max(1, math.ceil((last - since) * 1000) + 1)}ms"
+            buckets = f"sum by (le) (rate({bucket}[{window}]))"
+            count = f"sum(increase({count}[{window}]))"
         n = _value(query(url, count, last, timeout))
         if not n or not math.isfinite(n):
             raise PrometheusError(
                 f"Prometheus at {url} counts no {API} request of {model} version {version} "
                 f"between {since:.3f} and {last:.3f} (unix time): were the golden requests "
-                "scraped? A scrape_interval longer than the verification leaves one sample"
+                "answered by the server it scrapes?"
             )
         row: dict[str, float] = {"n": round(n), "window_s": round(last - since, 3)}
         for pct, q in (("p50", 0.5), ("p99", 0.99)):
@@ -214,7 +224,7 @@ def version_latency(
             if value is None or not math.isfinite(value):
                 raise PrometheusError(
                     f"Prometheus at {url} gives no {pct} for {model} version {version} "
-                    f"over {window} ({value})"
+                    f"between {since:.3f} and {last:.3f} ({value})"
                 )
             row[pct] = value / 1000.0  # the histogram is in microseconds
         out[label] = row

@@ -26,7 +26,7 @@ from client.transports.served_contract import contract_from_metadata
 from client.transports.tls import TLSFiles
 from serving.rollout import config_edit as rc
 from serving.rollout import golden as gold
-from serving.rollout import metrics
+from serving.rollout import metrics, prometheus
 from serving.rollout.control import State
 from serving.rollout.gates import Gates, GatesError, Row, evaluate, load_gates
 from serving.rollout.scores import Scores, latency, score
@@ -48,6 +48,8 @@ class Options:
         replay: a folder of the server's request logs: their newest Predict requests for the
             model are the golden set (`golden.load_replay`).
         out: a folder for the report picture.
+        prometheus: a Prometheus server's URL: the latency gates read each version's latency
+            from the embedded server's per-version histogram there, not from the tool's timings.
     """
 
     kind: str | None = None
@@ -58,6 +60,7 @@ class Options:
     shadow: str | None = None
     out: str | None = None
     replay: str | None = None
+    prometheus: str | None = None
 
 
 class TimedTransport:
@@ -168,8 +171,10 @@ def verify(
         )
         before = _read_counts(url, tls, model)
         rounds = max(1, math.ceil(gates.service["requests"] / len(golden.items)))
+        sent_from = time.time()
         answers, errors, requests = _send(client, compare, model, kind, golden, rounds)
         scores, per_item = score(compare, golden, answers, transport.seconds, errors, requests)
+        _latency_from(options.prometheus, scores, model, versions, sent_from, timeout)
         if any(
             row.gate.startswith("latency") and row.passed is False
             for row in evaluate(scores, gates, kind)
@@ -178,12 +183,14 @@ def verify(
             # machine one pass's tail can be another process's doing.
             scores.latency_first = scores.latency_ms
             transport.seconds.clear()
+            sent_from = time.time()
             _, more_errors, more_requests = _send(client, compare, model, kind, golden, rounds)
             for label in LABELS:
                 errors[label] += more_errors[label]
                 requests[label] += more_requests[label]
                 scores.failures[label] = len(errors[label])
             scores.latency_ms = latency(transport.seconds)
+            _latency_from(options.prometheus, scores, model, versions, sent_from, timeout)
         after = _read_counts(url, tls, model)
     scores.server, scores.server_note, scores.server_failed = _window(url, before, after)
     if shadow is not None:
@@ -246,6 +253,11 @@ def check_options(model: str, options: Options, server: str, tls: TLSFiles | Non
             shadow = read_records(options.shadow)
         except OSError as error:
             raise rc.RefusalError(f"cannot read --shadow {options.shadow}: {error}") from None
+    if options.prometheus is not None:
+        try:
+            prometheus.ping(prometheus.check_url(options.prometheus), timeout=10.0)
+        except prometheus.PrometheusError as error:
+            raise rc.RefusalError(str(error)) from None
     url = None
     if options.monitoring_config is not None:
         try:
@@ -253,6 +265,24 @@ def check_options(model: str, options: Options, server: str, tls: TLSFiles | Non
         except metrics.MetricsError as error:
             raise rc.RefusalError(str(error)) from None
     return kind, compare, gates, golden, shadow, url
+
+
+def _latency_from(url, scores, model, versions, start, timeout) -> None:
+    """With --prometheus, each version's latency over the pass that started at `start`, read
+    from Prometheus in place of the tool's timings.
+
+    Raises:
+        rc.ServerError: Prometheus has no answer for the window (the message says why).
+    """
+    if url is None:
+        return
+    try:
+        scores.latency_ms = prometheus.version_latency(
+            prometheus.check_url(url), model, versions, start, time.time(), timeout
+        )
+    except prometheus.PrometheusError as error:
+        raise rc.ServerError(f"--prometheus: {error}") from None
+    scores.latency_source = "prometheus"
 
 
 def _read_counts(url, tls, model):
