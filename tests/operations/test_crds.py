@@ -285,9 +285,7 @@ def test_kserve_serves_the_three_models_from_the_shared_volume():
     for service in services:
         name, predictor = service["metadata"]["name"], service["spec"]["predictor"]
         assert 0 < predictor["canaryTrafficPercent"] < 100
-        assert (
-            service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
-        )
+        assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
         model = predictor["model"]
         assert model["modelFormat"]["name"] == "tensorflow"
         assert model["storageUri"] == f"pvc://{claim}/{name}"
