@@ -190,7 +190,7 @@ def test_a_url_is_not_a_grpc_target(capsys):
 
 
 class _Names(BaseResolver):
-    """Answers A queries for NAME with `addresses` (changeable), and nothing else."""
+    """Answers A queries for NAME with `addresses`, and nothing else."""
 
     def __init__(self, addresses: list[str]):
         self.addresses = list(addresses)
@@ -253,8 +253,8 @@ def _shared_port() -> int:
 class _Cluster:
     """Two servers of the known `half` model behind NAME (and each on a UNIX socket)."""
 
-    def __init__(self, root, port: int, dns_port: int, names: _Names):
-        self.root, self.port, self.names = root, port, names
+    def __init__(self, root, port: int, dns_port: int):
+        self.root, self.port = root, port
         self.target = f"dns://127.0.0.1:{dns_port}/{NAME}:{port}"
         self.servers: list[_HostServer | None] = [None, None]
 
@@ -302,11 +302,11 @@ def cluster(tmp_path_factory):
     (root / "monitoring.config").write_text(
         f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n'
     )
-    names = _Names(list(HOSTS))
+    names = _Names(HOSTS)
     # Quiet about each query and answer; errors are still printed.
     dns = DNSServer(names, port=0, address="127.0.0.1", logger=DNSLogger("-request,-reply"))
     dns.start_thread()
-    made = _Cluster(root, _shared_port(), dns.server.server_address[1], names)
+    made = _Cluster(root, _shared_port(), dns.server.server_address[1])
     try:
         yield made
     finally:
