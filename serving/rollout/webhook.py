@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import signal
 import sys
 import threading
 import time
@@ -289,6 +290,15 @@ def serve(service: GateService, host: str, port: int, read_timeout: float) -> in
     )
     config.gate_read_timeout = read_timeout
     print(f"gate service on http://{host}:{port}/gate (model server {service.server})", flush=True)
-    uvicorn.Server(config).run()
-    service.pool.shutdown(wait=False, cancel_futures=True)
+    # uvicorn stops gracefully on SIGINT or SIGTERM, then raises the signal again for the
+    # handler it found: this one, so that a stop is a clean exit (0), not a death by signal.
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in stops}
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        service.pool.shutdown(wait=False, cancel_futures=True)
+    print("gate service stopped", file=sys.stderr, flush=True)
     return 0
