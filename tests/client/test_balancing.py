@@ -190,7 +190,7 @@ def test_a_url_is_not_a_grpc_target(capsys):
 
 
 class _Names(BaseResolver):
-    """Answers A queries for NAME with `addresses`, and nothing else."""
+    """Answers A queries for NAME with `addresses` (a test may change them), nothing else."""
 
     def __init__(self, addresses: list[str]):
         self.addresses = list(addresses)
@@ -253,16 +253,17 @@ def _shared_port() -> int:
 class _Cluster:
     """Two servers of the known `half` model behind NAME (and each on a UNIX socket)."""
 
-    def __init__(self, root, port: int, dns_port: int):
-        self.root, self.port = root, port
+    def __init__(self, root, port: int, dns_port: int, names: _Names):
+        self.root, self.port, self.names = root, port, names
         self.target = f"dns://127.0.0.1:{dns_port}/{NAME}:{port}"
         self.servers: list[_HostServer | None] = [None, None]
 
     def socket(self, index: int):
         return self.root / f"grpc-{index}.sock"
 
-    def up(self, *indexes: int) -> list[_HostServer]:
-        """Starts the servers at `indexes` that are not running; returns them all, ready."""
+    def up(self, *indexes: int, flags: tuple[str, ...] = ()) -> list[_HostServer]:
+        """Starts the servers at `indexes` that are not running (with `flags` added); returns
+        them all, ready."""
         for index in indexes:
             server = self.servers[index]
             if server is None or server.process.poll() is not None:
@@ -276,6 +277,7 @@ class _Cluster:
                     f"--grpc_socket_path={self.socket(index)}",
                     "--file_system_poll_wait_seconds=0",
                     "--drain_seconds=2",
+                    *flags,
                     log_path=self.root / f"server-{index}.log",
                 ).start(wait=False)
         for index in indexes:
@@ -306,7 +308,7 @@ def cluster(tmp_path_factory):
     # Quiet about each query and answer; errors are still printed.
     dns = DNSServer(names, port=0, address="127.0.0.1", logger=DNSLogger("-request,-reply"))
     dns.start_thread()
-    made = _Cluster(root, _shared_port(), dns.server.server_address[1])
+    made = _Cluster(root, _shared_port(), dns.server.server_address[1], names)
     try:
         yield made
     finally:
@@ -389,3 +391,32 @@ def test_a_status_read_is_retried_across_a_restart(cluster):
         elapsed = time.monotonic() - started
     assert answers and answers[0][0]["state"] == "AVAILABLE", second.log()
     assert elapsed >= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_an_added_address_is_found_after_the_servers_connection_age(cluster):
+    """gRPC resolves the name again only when a connection closes, at most every 30 s. Servers
+    run with grpc.max_connection_age_ms close each connection after that age, so the client
+    finds an address added to the name (a new pod) at its next resolution (~30 s here)."""
+    for server in cluster.servers:
+        if server is not None:
+            server.stop()
+    age = "--grpc_channel_arguments=grpc.max_connection_age_ms=2000"
+    first, second = cluster.up(0, 1, flags=(age,))
+    cluster.names.addresses[:] = HOSTS[:1]
+    try:
+        before = second.predictions()
+        with GrpcTransport(cluster.target, timeout=20) as transport:
+            _predict(transport)  # the name resolves to the first address only
+            cluster.names.addresses[:] = HOSTS
+
+            def reached() -> bool:
+                _predict(transport)
+                return second.predictions() > before
+
+            wait_for(reached, timeout=90, interval=0.2, message="a call to the added address")
+    finally:
+        cluster.names.addresses[:] = HOSTS
+        first.stop()
+        second.stop()
