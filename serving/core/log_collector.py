@@ -193,6 +193,8 @@ class LogCollector:
     def _write(self, build: Callable[[], bytes], size: int) -> str:
         try:
             data = build()
+            if len(data) + FRAMING_BYTES > self.limits.max_file_bytes:
+                return DROPPED  # the caller's size was an estimate; a file never holds more
             if self._writer is not None and (
                 self._file_bytes + len(data) + FRAMING_BYTES > self.limits.max_file_bytes
             ):

@@ -78,9 +78,11 @@ def test_a_full_queue_drops_and_counts_without_waiting(tmp_path):
     assert outcomes.seen == [("unet", "RESOURCE_EXHAUSTED")] * 2
     collector.collect("unet", 2_000_000, lambda: b"x")  # bigger than a file: never queued
     assert outcomes.count("RESOURCE_EXHAUSTED") == 3
-    collector.start().close()
+    collector.start()
+    collector.collect("unet", 10, lambda: b"y" * 2_000_000)  # its estimate was too small
+    collector.close()
     assert collector.join(30)
-    assert outcomes.count("OK") == 4
+    assert outcomes.count("OK") == 4 and outcomes.count("RESOURCE_EXHAUSTED") == 4
     assert read_back(prefix) == [payload(i) for i in range(4)]
     collector.collect("unet", 100, lambda: payload(9))  # closed: cancelled, not queued
     assert outcomes.seen[-1] == ("unet", "CANCELLED")
