@@ -18,7 +18,7 @@ def plot_curve(steps: Sequence[dict], knee: int | None, title: str, path: str | 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FormatStrFormatter, LogLocator
 
     rate = [s["rate_rps"] for s in steps]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
@@ -27,7 +27,9 @@ def plot_curve(steps: Sequence[dict], knee: int | None, title: str, path: str | 
         if points:
             top.plot(*zip(*points, strict=True), style, label=key.split("_")[0])
     top.set_yscale("log")
+    # Labels at 1, 2 and 5 of each decade: every minor tick labelled would overlap.
     top.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    top.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
     top.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     top.set_ylabel("latency (ms)")
     top.grid(True, which="both", alpha=0.3)
@@ -37,7 +39,7 @@ def plot_curve(steps: Sequence[dict], knee: int | None, title: str, path: str | 
     bottom.plot(rate, [s["offered_rps"] for s in steps], "s:", label="offered", alpha=0.7)
     bottom.plot(rate, achieved, "o-", label="achieved")
     high = max([*rate, *achieved, 1.0])
-    bottom.plot([0, high], [0, high], ":", color="grey", label="= nominal rate")
+    bottom.plot([0, high], [0, high], "-", color="grey", linewidth=0.8, label="= nominal rate")
     bottom.set_xlabel("nominal rate of the step (requests/s)")
     bottom.set_ylabel("requests/s")
     bottom.grid(True, alpha=0.3)
