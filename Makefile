@@ -20,7 +20,7 @@ SERVE_FLAGS := --port=8500 --rest_api_port=8501 --model_config_file=serving/mode
 	--base_path_map=/models=$(MODELS)
 
 .PHONY: venv tools debian-tools test test-all served-models models serve demo demo-inputs golden-sets \
-	judge-weights bench soak lint clean
+	judge-weights bench soak curve lint clean
 
 venv: $(STAMP)
 
@@ -126,6 +126,20 @@ bench: served-models
 ## models; prints calls, errors (goal 0), p50/p99 and the server's RSS growth (goal < 10%).
 soak: served-models
 	$(PY) -m benchmarks.soak --clients 8 --seconds 60
+
+## Latency-throughput curves (not part of make test) against `make serve` (run that in another
+## terminal): open-loop Predict at rising rates, 8 s a step, for each shipped model over gRPC
+## and the U-Net over REST; tables on stdout, JSON and PNG plots in out/bench/curve/.
+CURVE := $(PY) -m benchmarks.curve --seconds 8 --warmup 2
+curve: $(STAMP)
+	$(CURVE) --grpc 127.0.0.1:8500 --model unet --rates 5,10,15,20,30,40,60,80 \
+	  --out out/bench/curve/unet-grpc.json
+	$(CURVE) --grpc 127.0.0.1:8500 --model localizer --rates 50,100,200,300,400,500,600 \
+	  --out out/bench/curve/localizer-grpc.json
+	$(CURVE) --grpc 127.0.0.1:8500 --model generator --rates 50,100,200,300,400,600,800 \
+	  --out out/bench/curve/generator-grpc.json
+	$(CURVE) --rest http://127.0.0.1:8501 --model unet --rates 5,10,15,20,30,40,60,80 \
+	  --out out/bench/curve/unet-rest.json
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) .pytest_cache .ruff_cache
