@@ -6,7 +6,8 @@ Example:
     python -m serving.rollout --server serving:8500 --ca ca.pem --cert me.pem --key me.key \\
         --config serving/models.config status
 
-Commands: status, canary M V, verify M, promote M, rollback M, abort M, auto M V. `verify`
+Commands: status, canary M V, verify M, promote M, rollback M, abort M, auto M V, webhook
+(the gates over HTTP for Flagger: POST /gate; see serving/rollout/webhook.py). `verify`
 sends a golden set to the `stable` and `canary` labels and applies the gates of gates.toml;
 `promote` runs the same gates first (--force skips them); `auto` is canary, gates, then promote,
 or abort (unlabel and unload the canary) when a gate fails. Clients should ask for the `stable`
