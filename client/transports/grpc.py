@@ -231,7 +231,7 @@ class GrpcTransport(Transport):
 
 
 def service_config(retries: int, backoff: float) -> dict:
-    """The channel's gRPC service config: round_robin, and the retry policy of the reads.
+    """The channel's gRPC service config: round_robin, and the idempotent calls' retry policy.
 
     Retry n waits a random time up to backoff * 2**n (gRPC's full jitter), as the REST
     transport does.
