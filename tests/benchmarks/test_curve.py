@@ -279,3 +279,56 @@ def test_an_overloaded_server_shows_as_latency_and_a_lower_achieved_rate(
     assert high["achieved_rps"] < 0.6 * high["offered_rps"], printed
     assert high["p50_ms"] > 3 * low["p50_ms"], printed
     assert result["knee"]["index"] == 0
+
+
+# -- TLS and kept-alive connections ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """`half` behind TLS on both ports, closing REST connections idle for half a second."""
+    from tests.known_models import write_known_model
+    from tests.support import ServerProcess, TLSCertificates
+
+    root = tmp_path_factory.mktemp("curve-tls")
+    certs = TLSCertificates(root / "certs")
+    write_known_model(root / "half", 1, a=0.5, b=2.0)
+    server = ServerProcess(
+        "--model_name=half",
+        f"--model_base_path={root / 'half'}",
+        f"--ssl_config_file={certs.ssl_config()}",
+        "--rest_api_idle_timeout_seconds=0.5",
+        log_path=root / "server.log",
+        credentials=certs.credentials(),
+    )
+    with server:
+        yield server, certs.path("server-ca.pem")
+
+
+@integration
+def test_grpc_curve_over_tls(tls_server, tmp_path, capsys):
+    server, ca = tls_server
+    code, result, printed = curve(
+        tmp_path, capsys, "--grpc", f"127.0.0.1:{server.port}", "--ca", str(ca),
+        "--model", "half", "--rates", "20", "--seconds", "1", "--warmup", "0",
+    )  # fmt: skip
+    assert code == 0, printed
+    (only,) = result["steps"]
+    assert only["errors"] == {} and only["ok"] == only["requests"] > 0
+
+
+@integration
+def test_rest_curve_over_https_survives_connections_the_server_closed_while_idle(
+    tls_server, tmp_path, capsys
+):
+    """Requests 0.67 s apart find their kept-alive connection closed after 0.5 s idle: each
+    must go over a new connection, not fail as UNAVAILABLE."""
+    server, ca = tls_server
+    code, result, printed = curve(
+        tmp_path, capsys, "--rest", f"https://127.0.0.1:{server.rest_port}", "--ca", str(ca),
+        "--model", "half", "--rates", "1.5", "--seconds", "3", "--warmup", "0",
+        "--arrivals", "constant",
+    )  # fmt: skip
+    assert code == 0, printed
+    (only,) = result["steps"]
+    assert only["requests"] == 5 and only["errors"] == {} and only["ok"] == 5
