@@ -20,6 +20,7 @@ passes the webhook's `metadata` map as strings) and runs the same verification a
     413  a body over MAX_BODY_BYTES
     422  refused before any request was sent (no `canary` label, a bad golden folder, ...)
     502  the model server (or Prometheus, with --prometheus) failed during the verification
+    503  the service is stopping
 
 Flagger counts any status above 202 as a failed check. `GET /healthz` answers 200 while the
 process serves (with `busy`: whether a verification is running), for the probes.
@@ -118,12 +119,21 @@ class GateService:
         if not self.running.acquire(blocking=False):
             return 409, {"error": "another verification is running; call again when it ends"}
         try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.pool, self._verify, model)
+            future = self.pool.submit(self._verify, model)
+        except RuntimeError:  # the pool is shut down: the service is stopping
+            self.running.release()
+            return 503, {"error": "the gate service is stopping"}
+        # The verification releases the lock itself when it ends, so a call that goes away (or
+        # is cancelled at shutdown) never lets a second verification start beside it.
+        return await asyncio.wrap_future(future)
+
+    def _verify(self, model: str) -> tuple[int, dict]:
+        try:
+            return self._run(model)
         finally:
             self.running.release()
 
-    def _verify(self, model: str) -> tuple[int, dict]:
+    def _run(self, model: str) -> tuple[int, dict]:
         from serving.rollout import report
 
         started = time.monotonic()

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from serving.rollout import cli as rollout
-from serving.rollout.webhook import MAX_BODY_BYTES
+from serving.rollout.webhook import MAX_BODY_BYTES, MAX_CONNECTIONS, parse_listen
 from tests.serving.rollout.unet_server import start_server, write_versions
 from tests.support import ROOT, free_port, wait_for
 
@@ -188,7 +188,9 @@ def test_a_slow_head_is_dropped_and_a_slow_body_is_408(gate):
         assert time.monotonic() - started < READ_TIMEOUT_S + 3
     with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
         sock.sendall(b"POST /gate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
-        answer = sock.recv(4096)
+        answer = b""
+        while chunk := sock.recv(4096):  # the answer, then the close
+            answer += chunk
         assert answer.startswith(b"HTTP/1.1 408 "), answer
         assert b"did not arrive within 1 s" in answer
 
@@ -211,3 +213,46 @@ def test_a_failing_canary_is_412_with_the_failing_rows(gate, capsys):
     assert rollout.main([*tool, "abort", "unet"]) == 0
     status, answer = service.post(flagger_payload())
     assert status == 422 and "has no canary label" in answer["error"], answer
+
+
+def test_connections_beyond_the_cap_are_closed_at_accept(gate):
+    """MAX_CONNECTIONS idle connections are held (each until --read_timeout); one more is closed
+    before it can send a request, and once they go the service answers again."""
+    service, _, _ = gate
+    idle = [
+        socket.create_connection(("127.0.0.1", service.port), timeout=10)
+        for _ in range(MAX_CONNECTIONS)
+    ]
+    try:
+        with socket.create_connection(("127.0.0.1", service.port), timeout=10) as extra:
+            assert extra.recv(1024) == b""
+    finally:
+        for sock in idle:
+            sock.close()
+    wait_for(lambda: service.request("GET", "/healthz")[0] == 200, timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [("0.0.0.0:8080", ("0.0.0.0", 8080)), ("[::]:8080", ("::", 8080)), ("gate:80", ("gate", 80))],
+)
+def test_listen_addresses(text, address):
+    assert parse_listen(text) == address
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--listen", "8080"], "--listen expects HOST:PORT (e.g. 0.0.0.0:8080), got '8080'"),
+        (["--listen", "0.0.0.0:70000"], "--listen expects HOST:PORT"),
+        (["--read_timeout", "0"], "--read_timeout must be above 0 s, got 0"),
+        (["--prometheus", "prometheus:9090"], "--prometheus 'prometheus:9090': expected"),
+        (["--gates", "/nonexistent/gates.toml"], "cannot read gates file /nonexistent/gates.toml"),
+    ],
+)
+def test_the_service_refuses_bad_options_before_serving(capsys, flags, message):
+    """Usage errors: one line, exit 2, nothing served."""
+    argv = ["--server", "127.0.0.1:1", "--config", str(ROOT / "serving" / "models.config")]
+    assert rollout.main([*argv, "webhook", *flags]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and message in err, err
