@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.curve import __doc__ as package_doc
-from benchmarks.curve import inputs as inputs_
+from benchmarks.curve.inputs import load_request, random_inputs
 from benchmarks.curve.openloop import ARRIVALS, run_curve
 from benchmarks.curve.plot import plot_curve
 from benchmarks.curve.senders import GrpcSender, RestSender
@@ -119,7 +119,7 @@ def _check(args) -> list[float]:
 def _inputs(args, tls) -> dict:
     """The request's inputs: the --request file, else random ones from the served metadata."""
     if args.request is not None:
-        return inputs_.load_request(args.request)
+        return load_request(args.request)
     transport = (
         GrpcTransport(args.grpc, timeout=args.timeout, retries=0, tls=tls)
         if args.grpc is not None
@@ -127,9 +127,7 @@ def _inputs(args, tls) -> dict:
     )
     with transport:
         metadata = transport.metadata(args.model, version=args.version, label=args.label)
-    return inputs_.random_inputs(
-        args.model, metadata, args.signature, batch=args.batch, seed=args.seed
-    )
+    return random_inputs(args.model, metadata, args.signature, batch=args.batch, seed=args.seed)
 
 
 def _commit() -> str | None:
@@ -139,12 +137,14 @@ def _commit() -> str | None:
     return done.stdout.strip() or None
 
 
-async def _run(args, rates, tls, inputs) -> list[dict]:
+def _sender(args, tls, inputs) -> GrpcSender | RestSender:
     spec = {"version": args.version, "label": args.label, "tls": tls}
     if args.grpc is not None:
-        sender = GrpcSender(args.grpc, args.model, args.signature, inputs, **spec)
-    else:
-        sender = RestSender(args.rest, args.model, args.signature, inputs, **spec)
+        return GrpcSender(args.grpc, args.model, args.signature, inputs, **spec)
+    return RestSender(args.rest, args.model, args.signature, inputs, **spec)
+
+
+async def _run(args, rates, sender: GrpcSender | RestSender) -> list[dict]:
     try:
         return await run_curve(
             sender,
@@ -172,7 +172,9 @@ def main(argv=None) -> int:
         rates = _check(args)
         tls = tls_from_args(args)
         if args.rest is not None:
-            RestTransport(args.rest, tls=tls).close()  # checks the URL and the TLS files
+            RestTransport(args.rest, tls=tls).close()  # checks the URL (and the TLS files)
+        if tls is not None:
+            tls.ssl_context()  # reads and checks the files once, before anything is sent
     except (ValueError, ClientError) as error:
         return fail(PROG, error)
     try:
@@ -186,8 +188,12 @@ def main(argv=None) -> int:
         )
     except ValueError as error:
         return fail(PROG, error, 1)
+    try:
+        sender = _sender(args, tls, inputs)
+    except (ValueError, ClientError) as error:
+        return fail(PROG, error, 1)
     transport = "grpc" if args.grpc is not None else "rest"
-    steps = asyncio.run(_run(args, rates, tls, inputs))
+    steps = asyncio.run(_run(args, rates, sender))
     knee = find_knee(steps, args.knee_tolerance, args.knee_p99_factor)
     result = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

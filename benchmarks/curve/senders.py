@@ -44,7 +44,8 @@ def model_spec(
 class GrpcSender:
     """Predict over one grpc.aio channel (HTTP/2 streams: no connection per request).
 
-    Made inside the running event loop, as grpc.aio channels must be.
+    The request is encoded here, so a bad input fails before any load; the channel opens on
+    the first send, inside the running event loop, as grpc.aio channels must.
     """
 
     def __init__(
@@ -58,21 +59,33 @@ class GrpcSender:
         label: str | None = None,
         tls: TLSFiles | None = None,
     ):
-        spec = model_spec(model, signature, version, label)
-        request = predict_pb2.PredictRequest(model_spec=spec)
+        """Raises ValueError for an input array that cannot be sent (naming its alias), and
+        ClientError for TLS files that are missing or not PEM."""
+        request = predict_pb2.PredictRequest(
+            model_spec=model_spec(model, signature, version, label)
+        )
         for alias, array in inputs.items():
-            codec.encode(array, out=request.inputs[alias])
+            try:
+                codec.encode(array, out=request.inputs[alias])
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"input {alias!r}: {error}") from None
         self.payload = request.SerializeToString()
-        if tls is None:
-            self._channel = grpc.aio.insecure_channel(target, options=_GRPC_OPTIONS)
-        else:
-            self._channel = grpc.aio.secure_channel(
-                target, tls.grpc_credentials(), options=[*_GRPC_OPTIONS, *tls.grpc_options()]
-            )
-        # No serialisers: the request goes as the bytes made above, the answer stays bytes.
-        self._predict = self._channel.unary_unary(PREDICT)
+        self._target = target
+        self._credentials = None if tls is None else tls.grpc_credentials()
+        self._options = [*_GRPC_OPTIONS, *(tls.grpc_options() if tls else [])]
+        self._channel: grpc.aio.Channel | None = None
+        self._predict = None
 
     async def send(self, timeout: float) -> str:
+        if self._channel is None:
+            if self._credentials is None:
+                self._channel = grpc.aio.insecure_channel(self._target, options=self._options)
+            else:
+                self._channel = grpc.aio.secure_channel(
+                    self._target, self._credentials, options=self._options
+                )
+            # No serialisers: the request goes as the bytes made above, the answer stays bytes.
+            self._predict = self._channel.unary_unary(PREDICT)
         try:
             await self._predict(self.payload, timeout=timeout)
         except grpc.aio.AioRpcError as error:
@@ -80,7 +93,8 @@ class GrpcSender:
         return "OK"
 
     async def close(self) -> None:
-        await self._channel.close()
+        if self._channel is not None:
+            await self._channel.close()
 
 
 class _Connection:
@@ -94,7 +108,8 @@ class RestSender:
     """POST :predict over HTTP/1.1 keep-alive connections, one per request in flight.
 
     HTTP/1.1 answers one request at a time per connection, so the pool opens a connection
-    whenever every open one is busy and keeps it for later requests.
+    whenever every open one is busy and keeps it for later requests. The body is written here,
+    so a bad input or URL fails before any load.
     """
 
     def __init__(
@@ -126,7 +141,10 @@ class RestSender:
             path += f"/versions/{int(version)}"
         elif label is not None:
             path += "/labels/" + urllib.parse.quote(label, safe="")
-        self.body = predict_body(signature, inputs)
+        try:
+            self.body = predict_body(signature, inputs)
+        except TypeError as error:
+            raise ValueError(f"the inputs cannot be sent as REST JSON: {error}") from None
         self._head = h11.Request(
             method="POST",
             target=path + ":predict",

@@ -181,6 +181,7 @@ def test_load_request_reads_npz_and_names_a_bad_file(tmp_path):
         (["--rest", "http://host", "--model", "m", "--ca", "ca.pem"], "https://"),
         (["--grpc", "127.0.0.1:1"], "--model"),
         (["--grpc", "127.0.0.1:1", "--model", "m", "--arrivals", "bursty"], "bursty"),
+        (["--grpc", "127.0.0.1:1", "--model", "m", "--ca", "no-such-ca.pem"], "no-such-ca.pem"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line_naming_them(capsys, tmp_path, argv, names):
@@ -190,6 +191,18 @@ def test_bad_flags_exit_2_with_one_line_naming_them(capsys, tmp_path, argv, name
     assert len(err.splitlines()) == 1 and err.startswith("python -m benchmarks.curve: error:")
     assert names in err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("transport", ["--grpc", "--rest"])
+def test_a_request_that_cannot_be_sent_exits_1_before_any_load(capsys, tmp_path, transport):
+    request = tmp_path / "record.npz"
+    np.savez(request, x=np.zeros(1, dtype=[("a", "f4")]))  # a record: no tensor type holds it
+    where = "127.0.0.1:1" if transport == "--grpc" else "http://127.0.0.1:1"
+    argv = [transport, where, "--model", "m", "--request", str(request)]
+    assert cli.main([*argv, "--out", str(tmp_path / "c.json")]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and "('a', '<f4')" in err
+    assert not (tmp_path / "c.json").exists()
 
 
 # -- real curves -------------------------------------------------------------------------------
