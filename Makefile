@@ -17,7 +17,7 @@ SERVE_FLAGS := --port=8500 --rest_api_port=8501 --model_config_file=serving/mode
 	--allow_version_labels_for_unavailable_models --model_config_file_poll_wait_seconds=30 \
 	--monitoring_config_file=serving/monitoring.config \
 	--enable_batching --batching_parameters_file=serving/batching.config \
-	--base_path_map=/models=$(MODELS)
+	--grpc_channel_arguments=grpc.max_connection_age_ms=60000 --base_path_map=/models=$(MODELS)
 
 .PHONY: venv tools debian-tools test test-all served-models models serve demo demo-inputs golden-sets \
 	judge-weights bench soak curve lint clean

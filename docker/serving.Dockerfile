@@ -33,4 +33,5 @@ CMD ["--port=8500", "--rest_api_port=8501", \
      "--file_system_poll_wait_seconds=5", \
      "--allow_version_labels_for_unavailable_models", \
      "--enable_batching", "--batching_parameters_file=/config/batching.config", \
-     "--monitoring_config_file=/config/monitoring.config"]
+     "--monitoring_config_file=/config/monitoring.config", \
+     "--grpc_channel_arguments=grpc.max_connection_age_ms=60000"]

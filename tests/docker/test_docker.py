@@ -106,6 +106,21 @@ def test_serving_image_matches_pinned_serving_api():
     assert _compose()["services"]["serving"]["image"].endswith(f":{version}")
 
 
+def test_compose_stop_grace_period_covers_the_drain():
+    """Catches compose's default 10 s stop timeout, which kills the server mid-drain."""
+    from serving.model_servers.flags import Options
+
+    assert "--drain_seconds" not in " ".join(_serving_command())  # so the default applies
+    grace = _compose()["services"]["serving"]["stop_grace_period"]
+    seconds = int(re.fullmatch(r"(\d+)s", grace).group(1))
+    assert seconds > Options().drain_seconds
+
+
+def test_serving_command_ages_grpc_connections():
+    """Clients balancing over a DNS name see new replicas only when a connection ends."""
+    assert "--grpc_channel_arguments=grpc.max_connection_age_ms=60000" in _serving_command()
+
+
 def test_serving_image_defaults_match_compose_command():
     """The image's CMD and compose's `command:` are the same production command line."""
     steps = dict(_instructions("serving.Dockerfile"))
