@@ -8,7 +8,6 @@ import itertools
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from benchmarks.curve import __doc__ as package_doc
@@ -55,7 +54,7 @@ def build_parser() -> Parser:
         "(default: a random valid input built from the model's metadata)",
     )
     add("--batch", type=int, default=1, help="batch size of the random input (default 1)")
-    add("--rates", default="5,10,20,40,80", help="offered rates, rising (default 5,10,20,40,80)")
+    add("--rates", default="5,10,20,40,80", help="the steps' rates, rising (default 5,10,20,40,80)")
     add("--seconds", type=float, default=10.0, help="length of each step (default 10)")
     add("--warmup", type=float, default=2.0, help="seconds at the first rate first (default 2)")
     add("--arrivals", choices=ARRIVALS, default="poisson", help="gaps between requests")
@@ -81,7 +80,7 @@ def build_parser() -> Parser:
         "--knee-p99-factor",
         type=float,
         default=P99_FACTOR,
-        help="a healthy step's p99 is at most this times the lowest step's "
+        help="a healthy step's p99 is at most this times the lowest p99 of any step "
         f"(default {P99_FACTOR:g})",
     )
     add("--seed", type=int, default=0, help="seed of the arrivals and the random input")
@@ -111,8 +110,10 @@ def _check(args) -> list[float]:
         raise ValueError(f"--knee-tolerance must be in [0, 1), not {args.knee_tolerance}")
     if not args.knee_p99_factor >= 1:
         raise ValueError(f"--knee-p99-factor must be 1 or more, not {args.knee_p99_factor}")
-    if args.grpc is not None and (":" not in args.grpc or "/" in args.grpc):
-        raise ValueError(f"--grpc {args.grpc!r}: expected HOST:PORT, e.g. 127.0.0.1:8500")
+    if args.grpc is not None and (":" not in args.grpc or args.grpc.startswith("http")):
+        raise ValueError(
+            f"--grpc {args.grpc!r}: expected HOST:PORT, e.g. 127.0.0.1:8500 (--rest takes URLs)"
+        )
     return rates
 
 
@@ -131,9 +132,13 @@ def _inputs(args, tls) -> dict:
 
 
 def _commit() -> str | None:
-    done = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    )
+    """The checkout's HEAD, so the JSON says which code made it (None outside a git checkout)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+    except OSError:
+        return None
     return done.stdout.strip() or None
 
 
@@ -160,6 +165,21 @@ async def _run(args, rates, sender: GrpcSender | RestSender) -> list[dict]:
         )
     finally:
         await sender.close()
+
+
+def _print_report(title: str, result: dict) -> None:
+    steps, knee = result["steps"], result["knee"]
+    print(title)
+    print(table(steps, None if knee is None else knee["index"]))
+    if knee is None:
+        print("knee: none (the lowest rate's step is not healthy by the rule)")
+    else:
+        print(
+            f"knee: {knee['rate_rps']:g} rps (achieved {knee['achieved_rps']:.1f}, "
+            f"p99 {knee['p99_ms']:.1f} ms)"
+        )
+    for line in result["lag_warnings"]:
+        print("warning: " + line)
 
 
 def main(argv=None) -> int:
@@ -217,19 +237,7 @@ def main(argv=None) -> int:
         "lag_warnings": lag_warnings(steps),
     }
     title = f"{args.model}:{args.signature} over {'gRPC' if transport == 'grpc' else 'REST'}"
-    print(title + (f" ({args.note})" if args.note else ""))
-    print(table(steps, knee))
-    print(
-        "knee: "
-        + (
-            "none (the lowest rate was not sustained)"
-            if knee is None
-            else f"{steps[knee]['rate_rps']:g} rps (achieved {steps[knee]['achieved_rps']:.1f}, "
-            f"p99 {steps[knee]['p99_ms']:.1f} ms)"
-        )
-    )
-    for line in result["lag_warnings"]:
-        print("warning: " + line)
+    _print_report(title + (f" ({args.note})" if args.note else ""), result)
     out = args.out or ROOT / "out" / "bench" / "curve" / f"{args.model}-{transport}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -237,7 +245,3 @@ def main(argv=None) -> int:
     plot_curve(steps, knee, title + (f"\n{args.note}" if args.note else ""), picture)
     print(f"wrote {out} and {picture}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

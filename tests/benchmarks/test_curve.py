@@ -177,6 +177,7 @@ def test_load_request_reads_npz_and_names_a_bad_file(tmp_path):
         (["--grpc", "127.0.0.1:1", "--model", "m", "--rates", "20,10"], "rising"),
         (["--grpc", "127.0.0.1:1", "--model", "m", "--seconds", "0"], "--seconds"),
         (["--grpc", "localhost", "--model", "m"], "--grpc 'localhost'"),
+        (["--grpc", "http://127.0.0.1:8500", "--model", "m"], "--rest takes URLs"),
         (["--rest", "ftp://host", "--model", "m"], "ftp://host"),
         (["--rest", "http://host", "--model", "m", "--ca", "ca.pem"], "https://"),
         (["--grpc", "127.0.0.1:1"], "--model"),
