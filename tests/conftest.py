@@ -1,6 +1,8 @@
 """Shared test set-up: quiet TensorFlow logs and keep thread use stable on the 2-core machines."""
 
 import os
+import shutil
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -54,16 +56,54 @@ def known_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_runs(tmp_path_factory):
-    """A finished tiny training run per model: {model name: run folder}."""
+def shared_builds(tmp_path_factory):
+    """Folders built once per run and shared by the xdist workers (`tests.support.SharedBuilds`)."""
+    from tests.support import SharedBuilds
+
+    base = tmp_path_factory.getbasetemp()
+    # Under xdist each worker's base folder sits in the run's own folder, which all workers
+    # share; without xdist the base folder is the run's own.
+    run = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return SharedBuilds(run / "shared-builds")
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(shared_builds):
+    """A finished tiny training run per model: {model name: run folder}. Read-only: the runs
+    are trained once per test run and shared by every worker."""
     from common.contract import MODEL_NAMES
     from training.runner import train
     from training.tasks import get_task
 
-    out = {}
-    for model in MODEL_NAMES:
+    def build(model):
         task = get_task(model)
-        run_dir = tmp_path_factory.mktemp(f"run-{model}")
-        train(task, task.presets["tiny"], out=run_dir, seed=1, preset="tiny")
-        out[model] = run_dir
-    return out
+        return lambda run_dir: train(task, task.presets["tiny"], out=run_dir, seed=1, preset="tiny")
+
+    return {model: shared_builds.folder(f"tiny-run-{model}", build(model)) for model in MODEL_NAMES}
+
+
+class TinyExports:
+    """The tiny runs exported as version 1, once per test run; `put` copies one into a base
+    path of the caller's (the shared export itself stays untouched)."""
+
+    def __init__(self, shared_builds, tiny_runs):
+        self._builds = shared_builds
+        self._runs = tiny_runs
+
+    def put(self, model: str, base: Path) -> Path:
+        """`base/<model>/1`, an export of the model's tiny run; returns that version folder."""
+        from export import publish
+
+        run = self._runs[model]
+        shared = self._builds.folder(
+            f"tiny-export-{model}", lambda folder: publish.export_run(model, run, folder, 1)
+        )
+        version = base / model / "1"
+        shutil.copytree(shared / model / "1", version)
+        return version
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(shared_builds, tiny_runs) -> TinyExports:
+    """`tiny_exports.put(model, base)`: the tiny run of `model` as `base/<model>/1`."""
+    return TinyExports(shared_builds, tiny_runs)

@@ -8,6 +8,7 @@ its own process); the known-answer SavedModels, which need TensorFlow to write, 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -251,3 +253,32 @@ def corrupt_version(base_path: str | os.PathLike, version: int) -> Path:
     final = base / str(version)
     os.rename(tmp, final)
     return final
+
+
+class SharedBuilds:
+    """Folders built once per test run, however many pytest-xdist workers ask for them.
+
+    The first worker to ask builds the folder under an exclusive lock (into a temporary name,
+    renamed when done); the others wait on the lock, then use the same folder. A folder is
+    shared, so a test must treat it as read-only: copy what it changes.
+
+    Args:
+        root: A folder of this run only (`tests/conftest.py` picks it).
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def folder(self, key: str, build: Callable[[Path], object]) -> Path:
+        """`root/key`, made by `build(folder)` the first time it is asked for in this run."""
+        done = self.root / key
+        with open(self.root / f".{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not done.is_dir():
+                tmp = self.root / f".tmp-{key}"
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+                build(tmp)
+                os.rename(tmp, done)
+        return done

@@ -13,7 +13,6 @@ from PIL import Image
 from client.api import ServingClient
 from client.errors import ClientError
 from client.transports.served_contract import contract_from_metadata
-from export import publish
 from export.check import png_bytes, sample_image
 from tests.support import ROOT, ServerProcess, free_port
 from training.runner import load_run
@@ -24,10 +23,10 @@ MODELS = ("unet", "localizer", "generator")
 
 
 @pytest.fixture(scope="module")
-def server(tiny_runs, tmp_path_factory):
+def server(tiny_exports, tmp_path_factory):
     root = tmp_path_factory.mktemp("client-api")
     for model in MODELS:
-        publish.export_run(model, tiny_runs[model], root / "models")
+        tiny_exports.put(model, root / "models")
     process = ServerProcess(
         f"--model_config_file={ROOT / 'serving' / 'models.config'}",
         # The shipped config labels version 1 `stable` before it has loaded.

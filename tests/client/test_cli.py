@@ -339,13 +339,11 @@ def test_module_entry_point_exits_2_with_the_error_line():
 
 
 @pytest.fixture(scope="module")
-def served(tiny_runs, tmp_path_factory):
+def served(tiny_exports, tmp_path_factory):
     """The three tiny runs exported as version 1 and served with `make serve`'s config."""
-    from export import publish
-
     root = tmp_path_factory.mktemp("cli-served")
     for model in ("unet", "localizer", "generator"):
-        publish.export_run(model, tiny_runs[model], root / "models")
+        tiny_exports.put(model, root / "models")
     server = ServerProcess(
         f"--model_config_file={ROOT / 'serving' / 'models.config'}",
         # The shipped config labels version 1 `stable` before it has loaded.

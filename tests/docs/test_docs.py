@@ -100,15 +100,14 @@ def test_named_python_m_modules_start(module):
 
 
 @pytest.mark.integration
-def test_quick_start_client_snippet_runs(tiny_runs, tmp_path):
-    from export import publish
+def test_quick_start_client_snippet_runs(tiny_exports, tmp_path):
     from tests.support import ServerProcess
 
     snippet = quick_start_snippet((ROOT / "README.md").read_text())
     claim = re.search(r"print\(.*\)\s*#\s*(.+)$", snippet, re.M)
     assert claim, "the snippet's print() has no comment saying what it prints"
     assert "127.0.0.1:8500" in snippet
-    publish.export_run("unet", tiny_runs["unet"], tmp_path / "models")
+    tiny_exports.put("unet", tmp_path / "models")
     server = ServerProcess(
         "--model_name=unet",
         f"--model_base_path={tmp_path / 'models' / 'unet'}",

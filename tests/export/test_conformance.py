@@ -37,10 +37,10 @@ def checker():
 
 
 @pytest.fixture(scope="module")
-def tiny_versions(tiny_runs, tmp_path_factory):
+def tiny_versions(tiny_exports, tmp_path_factory):
     """Each tiny run exported once: {model: version folder}."""
     base = tmp_path_factory.mktemp("tiny-models")
-    return {m: publish.export_run(m, tiny_runs[m], base) for m in MODELS}
+    return {m: tiny_exports.put(m, base) for m in MODELS}
 
 
 def _assert_every_signature_ran(report, model):

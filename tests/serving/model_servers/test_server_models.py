@@ -17,7 +17,6 @@ from tensorflow_serving.apis import (
 
 from client.images import preprocess as client_pre
 from common.quiet import import_tensorflow
-from export import publish
 from export.check import png_bytes, sample_image
 from serving.tensors import from_numpy, to_numpy
 from tests.support import ROOT, ServerProcess
@@ -30,10 +29,10 @@ MODELS = ("unet", "localizer", "generator")
 
 
 @pytest.fixture(scope="module")
-def served(tiny_runs, tmp_path_factory):
+def served(tiny_exports, tmp_path_factory):
     """The three tiny runs exported under MODELS/<model>/1 and served as `make serve` does."""
     root = tmp_path_factory.mktemp("served")
-    versions = {m: publish.export_run(m, tiny_runs[m], root / "models") for m in MODELS}
+    versions = {m: tiny_exports.put(m, root / "models") for m in MODELS}
     server = ServerProcess(
         # The shipped config files, exactly as docker compose uses them.
         f"--model_config_file={ROOT / 'serving' / 'models.config'}",

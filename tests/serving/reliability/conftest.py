@@ -25,14 +25,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def vision_models(tiny_runs, tmp_path_factory) -> Path:
+def vision_models(tiny_exports, tmp_path_factory) -> Path:
     """The tiny unet and localizer exported (pixel budget in their graphs and manifests), and a
     `models.config` serving both: a folder holding `models/` and `models.config`."""
-    from export import publish
-
     root = tmp_path_factory.mktemp("vision")
     for model in VISION_MODELS:
-        publish.export_run(model, tiny_runs[model], root / "models")
+        tiny_exports.put(model, root / "models")
     (root / "models.config").write_text(VISION_CONFIG.format(root=root / "models"))
     return root
 

@@ -42,16 +42,15 @@ SLOW_ROUNDS = 300
 
 
 @pytest.fixture(scope="module")
-def served(tiny_runs, tmp_path_factory):
+def served(tiny_runs, tiny_exports, tmp_path_factory):
     """The server with unet 1 (the tiny run, labelled stable); canaries wait on disk: 2 an
     identical copy, 3 an untrained export, 4 the slow twin of 1, 5 no U-Net at all."""
-    from export import publish
     from tests.known_models import write_known_model
     from tests.support import ServerProcess
 
     root = tmp_path_factory.mktemp("gates")
     base = root / "models"
-    publish.export_run("unet", tiny_runs["unet"], base, 1)
+    tiny_exports.put("unet", base)
     copy_version(base / "unet", 1, 2)
     export_untrained(tiny_runs["unet"], base / "unet", 3, root)
     write_slow_twin(base / "unet", 1, 4, SLOW_ROUNDS)

@@ -28,10 +28,10 @@ SLOW = (3, 800)
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, shared_builds):
     binary("prometheus")
     root = tmp_path_factory.mktemp("gates-prometheus")
-    server, config, gates = start_server(root, write_versions(root, slow=SLOW))
+    server, config, gates = start_server(root, write_versions(root, shared_builds, slow=SLOW))
     prom = Prometheus(root, f"127.0.0.1:{server.rest_port}")
     try:
         prom.wait_ready()

@@ -134,19 +134,18 @@ model_config_list {{
 
 @pytest.mark.integration
 @pytest.mark.e2e
-def test_verify_replay_passes_an_identical_canary_and_fails_an_untrained_one(tmp_path, capsys):
+def test_verify_replay_passes_an_identical_canary_and_fails_an_untrained_one(
+    tmp_path, capsys, shared_builds
+):
     from client.api import ServingClient
-    from export import publish
     from serving.rollout import cli as rollout
-    from tests.serving.rollout.canaries import copy_version, export_untrained
-    from tests.support import ROOT, ServerProcess, wait_for
+    from tests.serving.rollout.unet_server import write_versions
+    from tests.support import ServerProcess, wait_for
 
-    base, logs = tmp_path / "models", tmp_path / "logs"
+    logs = tmp_path / "logs"
     logs.mkdir()
-    run = ROOT / "shipped-runs" / "unet"  # the slim run that ships: no training here
-    publish.export_run("unet", run, base, 1)
-    copy_version(base / "unet", 1, 2)
-    export_untrained(run, base / "unet", 3, tmp_path)
+    # The slim run that ships (no training here) as 1, its copy as 2, untrained as 3.
+    base = write_versions(tmp_path, shared_builds, untrained=3)
     config = tmp_path / "models.config"
     config.write_text(CONFIG.format(base=base, logs=logs))
     rng = np.random.default_rng(7)

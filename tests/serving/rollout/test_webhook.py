@@ -99,9 +99,11 @@ class GateProcess:
 
 
 @pytest.fixture(scope="module")
-def gate(tmp_path_factory):
+def gate(tmp_path_factory, shared_builds):
     root = tmp_path_factory.mktemp("webhook")
-    server, config, gates = start_server(root, write_versions(root, untrained=UNTRAINED))
+    server, config, gates = start_server(
+        root, write_versions(root, shared_builds, untrained=UNTRAINED)
+    )
     service = GateProcess(server, config, gates, root / "webhook.log")
     try:
         yield service, server, config

@@ -1,16 +1,17 @@
 """A real server of the shipped slim U-Net for the gate-service and --prometheus tests: version 1
 labelled `stable`, version 2 (an exact copy) labelled `canary`, and bad canaries on disk.
 
-Exporting the shipped run takes about 5 s, where the tiny runs of `tiny_runs` train all three
-models first.
+Exporting the shipped run takes about 7 s, where the tiny runs of `tiny_runs` train all three
+models first; the exports are made once per test run and copied (`tests.support.SharedBuilds`).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from tests.serving.rollout.canaries import copy_version, export_untrained, write_slow_twin
-from tests.support import ROOT, ServerProcess
+from tests.support import ROOT, ServerProcess, SharedBuilds
 
 SHIPPED_UNET = ROOT / "shipped-runs" / "unet"
 CONFIG = """
@@ -27,22 +28,38 @@ model_config_list {{
 GATES = "[service]\nrequests = 48\n"
 
 
-def write_versions(root: Path, slow: int | None = None, untrained: int | None = None) -> Path:
+def shipped_unet(builds: SharedBuilds) -> Path:
+    """Version 1 of the shipped run, exported once per test run: read-only, copy it."""
+    from export import publish
+
+    folder = builds.folder("unet-shipped", lambda d: publish.export_run("unet", SHIPPED_UNET, d, 1))
+    return folder / "unet" / "1"
+
+
+def untrained_unet(builds: SharedBuilds) -> Path:
+    """An export of the shipped run's config with its initial weights, made once per test run."""
+    folder = builds.folder(
+        "unet-untrained", lambda d: export_untrained(SHIPPED_UNET, d / "unet", 1, d / "work")
+    )
+    return folder / "unet" / "1"
+
+
+def write_versions(
+    root: Path, builds: SharedBuilds, slow: int | None = None, untrained: int | None = None
+) -> Path:
     """`root/models/unet/{1,2}` (the shipped run and its copy), plus a slow twin of 1 (`slow`:
     (version, spin rounds)) and an untrained export (`untrained`: its version), if asked.
 
     Returns:
         The models folder.
     """
-    from export import publish
-
     base = root / "models"
-    publish.export_run("unet", SHIPPED_UNET, base, 1)
+    shutil.copytree(shipped_unet(builds), base / "unet" / "1")
     copy_version(base / "unet", 1, 2)
     if slow is not None:
         write_slow_twin(base / "unet", 1, *slow)
     if untrained is not None:
-        export_untrained(SHIPPED_UNET, base / "unet", untrained, root)
+        shutil.copytree(untrained_unet(builds), base / "unet" / str(untrained))
     return base
 
 
