@@ -173,7 +173,11 @@ def test_cli_error_is_one_line_without_traceback():
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("model", ["unet", "generator"])
+# The localizer stands for the supervised models (the U-Net, on the same path at twice the cost,
+# runs with the slow tests), the generator for the custom GAN step.
+@pytest.mark.parametrize(
+    "model", ["localizer", "generator", pytest.param("unet", marks=pytest.mark.slow)]
+)
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path, model):
     out = tmp_path / "run"
     proc = _python_m_training(model, "--preset", "tiny", "--cpu-devices", "2", "--out", str(out))
