@@ -28,7 +28,7 @@ ROWS = (
     ),
     ("serving", ("ratios", "rest_over_grpc_p50"), "REST :predict p50 / gRPC", "<=", 1.3),
     ("segment", ("grpc_over_model",), "client.segment over gRPC / model", "<=", 1.5),
-    ("segment", ("rest_over_model",), "client.segment over REST / model", "<=", 2.0),
+    ("segment", ("rest_over_model",), "client.segment over REST / model", "<=", 1.6),
     ("client", ("pre_post_over_model",), "client pre + post CPU / model", "<=", 0.5),
     ("client", ("mask_dice_vs_float_path",), "full-size mask Dice vs float path", ">=", 0.999),
     (
