@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed
 TOOLS_VENV := .venv-tools
 TOOLS_PY := $(TOOLS_VENV)/bin/python
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
+# KServe and TensorFlow for `make bench-peers`, in a venv of their own (see peers-constraints.txt).
+PEERS_VENV := .venv-peers
+PEERS_PY := $(PEERS_VENV)/bin/python
+PEERS_STAMP := $(PEERS_VENV)/.installed
 MODELS := models
 # The trained slim models that ship in the repository (see training/shipped.py).
 SHIPPED := shipped-runs
@@ -20,7 +24,7 @@ SERVE_FLAGS := --port=8500 --rest_api_port=8501 --model_config_file=serving/mode
 	--grpc_channel_arguments=grpc.max_connection_age_ms=60000 --base_path_map=/models=$(MODELS)
 
 .PHONY: venv tools debian-tools test test-all served-models models serve demo demo-inputs golden-sets \
-	judge-weights bench soak curve lint clean
+	judge-weights bench bench-peers peers soak curve lint clean
 
 venv: $(STAMP)
 
@@ -51,6 +55,19 @@ $(TOOLS_STAMP): tools-constraints.txt constraints.txt
 	       && $(TOOLS_PY) -m pip install --quiet --upgrade pip \
 	       && $(TOOLS_PY) -m pip install --quiet -c tools-constraints.txt checkov kubernetes-validate; }
 	touch $(TOOLS_STAMP)
+
+## KServe 0.21.0 and TensorFlow 2.21 for `make bench-peers` (about 70 s to build from uv's cache).
+peers: $(PEERS_STAMP)
+
+$(PEERS_STAMP): peers-constraints.txt constraints.txt
+	test -x $(PEERS_PY) || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_PY) -m pip install --quiet -c constraints.txt uv \
+	  && $(PEERS_VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PEERS_PY) \
+	     -c peers-constraints.txt kserve tensorflow \
+	  || { echo "uv unavailable or failed: installing with pip" >&2 \
+	       && $(PEERS_PY) -m pip install --quiet --upgrade pip \
+	       && $(PEERS_PY) -m pip install --quiet -c peers-constraints.txt kserve tensorflow; }
+	touch $(PEERS_STAMP)
 
 ## Debian packages the tests use, installed where missing (CI runs as root): g++ builds the
 ## conformance checker (export/conformance) against the TensorFlow wheel; prometheus (promtool
@@ -122,6 +139,13 @@ bench: served-models
 	$(PY) -m benchmarks.fallback_bench
 	$(PY) -m benchmarks.summary
 
+## Peer benchmark (not part of make test): this server and KServe (one worker each, .venv-peers)
+## serve the same U-Net SavedModel; the in-process call and both servers over gRPC and REST are
+## timed in turn, 1000 rounds (about 4 min); prints the table and each goal (ours / KServe
+## <= 1.00), writes out/bench/peers.json.
+bench-peers: served-models $(PEERS_STAMP)
+	$(PY) -m benchmarks.peers
+
 ## Soak (not part of make test): 8 clients x 60 s of mixed gRPC and REST calls on the slim
 ## models; prints calls, errors (goal 0), p50/p99 and the server's RSS growth (goal < 10%).
 soak: served-models
@@ -142,4 +166,4 @@ curve: $(STAMP)
 	  --out out/bench/curve/unet-rest.json
 
 clean:
-	rm -rf $(VENV) $(TOOLS_VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS_VENV) $(PEERS_VENV) .pytest_cache .ruff_cache
