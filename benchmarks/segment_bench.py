@@ -24,7 +24,7 @@ import numpy as np
 from benchmarks.client_bench import CARVANA_SIZE, carvana_jpeg
 from benchmarks.serving_bench import ROOT, Server, interleaved
 
-GOALS = {"grpc_over_model": 1.5, "rest_over_model": 2.0}
+GOALS = {"grpc_over_model": 1.5, "rest_over_model": 1.6}
 
 
 def _latest(model_dir: Path) -> Path:
