@@ -6,7 +6,11 @@ Every figure is a ratio measured in one run, on one machine, with the same input
 - REST :predict latency (the same float image as `{"instances": ...}` JSON, on a kept-alive
   connection) over gRPC (`tensor_content`), the three latencies taken in turn;
 - throughput of 8 concurrent batch-1 clients, without and with `--enable_batching`, over
-  in-process calls at batch 8.
+  in-process calls at batch 8;
+- the floor of gRPC's overhead: a bare grpcio server in a process of its own (same grpcio, same
+  thread-pool executor and message limits, no model, no TensorFlow) answers the same Predict
+  request with the server's own answer, pre-serialized. Timed in turn with the others, it is
+  what grpcio itself costs for this payload: gRPC's latency can only approach in-process + echo.
 
 Example:
     python -m benchmarks.serving_bench --model-dir models/unet --seconds 20
@@ -79,6 +83,57 @@ def _throughput(call, clients: int, seconds: float, per_call: int = 1) -> float:
     for thread in threads:
         thread.join()
     return count / elapsed
+
+
+# The floor's server: grpcio's generic handler over raw bytes, answering every Predict with the
+# bytes of a real PredictResponse. It imports neither TensorFlow nor the protos.
+_ECHO_SERVER = """
+import sys
+from concurrent import futures
+import grpc
+port, answer_path, threads = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+with open(answer_path, "rb") as f:
+    answer = f.read()
+handler = grpc.method_handlers_generic_handler(
+    "tensorflow.serving.PredictionService",
+    {"Predict": grpc.unary_unary_rpc_method_handler(lambda request, context: answer)},
+)
+server = grpc.server(
+    futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+    handlers=[handler],
+    options=[("grpc.max_receive_message_length", 2**31 - 1),
+             ("grpc.max_send_message_length", 2**31 - 1), ("grpc.so_reuseport", 0)],
+)
+server.add_insecure_port(f"127.0.0.1:{port}")
+server.start()
+print("ready", flush=True)
+server.wait_for_termination()
+"""
+
+
+class EchoServer:
+    """The floor: a bare grpcio server answering Predict with pre-built bytes (`_ECHO_SERVER`).
+
+    Its thread pool has the model server's default size (`--grpc_max_threads`, 4 per core).
+    """
+
+    def __init__(self, answer: bytes):
+        self.port = _free_port()
+        self.answer = tempfile.NamedTemporaryFile(suffix=".pb")  # noqa: SIM115 (closed in stop())
+        self.answer.write(answer)
+        self.answer.flush()
+        threads = 4 * (os.cpu_count() or 1)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _ECHO_SERVER, str(self.port), self.answer.name, str(threads)],
+            stdout=subprocess.PIPE,
+        )
+        if self.process.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"the echo server exited with status {self.process.wait()}")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(60)
+        self.answer.close()
 
 
 class Server:
@@ -181,14 +236,23 @@ def run(args) -> dict:
                     raise RuntimeError(f"REST predict answered {answer.status}")
 
             if batching is None:
+                # The floor answers with the server's own answer to this request.
+                echo = EchoServer(stub.Predict(request, timeout=60).SerializeToString())
+                echo_channel = grpc.insecure_channel(f"127.0.0.1:{echo.port}", options=options)
+                echo_stub = prediction_service_pb2_grpc.PredictionServiceStub(echo_channel)
                 # Interleaved, so that drift on a shared machine hits every path alike.
                 calls = {
                     "in_process_eager": lambda: signature(**{alias: one_t}),
                     "in_process_session": lambda: servable.run(args.signature, {alias: one}),
                     "grpc": grpc_call,
                     "rest": rest_call,
+                    "grpc_echo": lambda stub=echo_stub: stub.Predict(request, timeout=60),
                 }
-                times = interleaved(calls, args.n)
+                try:
+                    times = interleaved(calls, args.n)
+                finally:
+                    echo_channel.close()
+                    echo.stop()
                 for key, samples in times.items():
                     results[key] = _percentiles(samples)
                 fastest = min(
@@ -221,9 +285,15 @@ def run(args) -> dict:
             rest_connection.close()
             server.stop()
 
+    echo = results["grpc_echo"]
     ratios = {
         "grpc_over_in_process_p50": results["grpc"]["p50_ms"] / results["in_process"]["p50_ms"],
         "grpc_over_in_process_p99": results["grpc"]["p99_ms"] / results["in_process"]["p99_ms"],
+        # What gRPC's ratio would be if the server added nothing to grpcio's own cost.
+        "grpc_floor_over_in_process_p50": (results["in_process"]["p50_ms"] + echo["p50_ms"])
+        / results["in_process"]["p50_ms"],
+        "grpc_floor_over_in_process_p99": (results["in_process"]["p99_ms"] + echo["p99_ms"])
+        / results["in_process"]["p99_ms"],
         "rest_over_grpc_p50": results["rest"]["p50_ms"] / results["grpc"]["p50_ms"],
         "rest_over_grpc_p99": results["rest"]["p99_ms"] / results["grpc"]["p99_ms"],
         "unbatched_over_in_process_batched": results["grpc_plain_ips"]
@@ -237,6 +307,7 @@ def run(args) -> dict:
 
 def report(results: dict) -> str:
     ip, g, r = results["in_process"], results["grpc"], results["rest"]
+    e = results["grpc_echo"]
     ratios = results["ratios"]
     n = results["clients"]
     in_process_ips = (
@@ -251,6 +322,7 @@ def report(results: dict) -> str:
         f"{'in-process baseline (the faster)':34}{ip['p50_ms']:10.2f}{ip['p99_ms']:10.2f}",
         f"{'gRPC Predict':34}{g['p50_ms']:10.2f}{g['p99_ms']:10.2f}",
         f"{'REST :predict (JSON)':34}{r['p50_ms']:10.2f}{r['p99_ms']:10.2f}",
+        f"{'bare grpcio echo (no model)':34}{e['p50_ms']:10.2f}{e['p99_ms']:10.2f}",
         "",
         f"throughput, {results['clients']} clients (images/s):",
         f"  in-process, batch {n}:        {in_process_ips:8.1f}  (mean of two runs)",
@@ -259,7 +331,11 @@ def report(results: dict) -> str:
         "",
         "ratios (goal):",
         f"  gRPC / in-process p50         {ratios['grpc_over_in_process_p50']:.3f}  (<= 1.10)",
+        f"  gRPC floor: in-process + bare grpcio echo, p50 "
+        f"{ratios['grpc_floor_over_in_process_p50']:.3f}",
         f"  gRPC / in-process p99         {ratios['grpc_over_in_process_p99']:.3f}",
+        f"  gRPC floor: in-process + bare grpcio echo, p99 "
+        f"{ratios['grpc_floor_over_in_process_p99']:.3f}",
         f"  REST / gRPC p50               {ratios['rest_over_grpc_p50']:.3f}  (<= 1.3)",
         f"  REST / gRPC p99               {ratios['rest_over_grpc_p99']:.3f}",
         f"  unbatched / in-process batch  {ratios['unbatched_over_in_process_batched']:.3f}",
