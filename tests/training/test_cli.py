@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -54,9 +55,10 @@ def test_run_folder_rebuilds_the_model(tiny_runs, model):
     assert rebuilt.input_shape[1:] == sig.inputs[0].shape[1:]
 
 
-def test_resume_continues_from_the_checkpoint(tmp_path, capsys):
+def test_resume_continues_from_the_checkpoint(tiny_runs, tmp_path, capsys):
+    # A copy of the module's finished one-epoch run: the shared run itself stays untouched.
     out = tmp_path / "run"
-    assert main(["unet", "--preset", "tiny", "--out", str(out)]) == 0
+    shutil.copytree(tiny_runs["unet"], out)
     assert main(["unet", "--out", str(out), "--resume", "--epochs", "2"]) == 0
     assert "resumed from" in capsys.readouterr().out
     history = json.loads((out / "history.json").read_text())
@@ -64,12 +66,11 @@ def test_resume_continues_from_the_checkpoint(tmp_path, capsys):
     assert (out / "checkpoints" / "ckpt-2.index").exists()
 
 
-def test_same_seed_repeats_exactly(tmp_path):
-    weights = []
-    for name in ("a", "b"):
-        out = tmp_path / name
-        assert main(["unet", "--preset", "tiny", "--out", str(out), "--seed", "7"]) == 0
-        weights.append(load_run(out)[2].get_weights())
+def test_same_seed_repeats_exactly(tiny_runs, tmp_path):
+    # A second run with the seed of the module's unet run (3) must give the same weights.
+    out = tmp_path / "again"
+    assert main(["unet", "--preset", "tiny", "--out", str(out), "--seed", "3"]) == 0
+    weights = [load_run(run)[2].get_weights() for run in (tiny_runs["unet"], out)]
     assert all(np.array_equal(x, y) for x, y in zip(*weights, strict=True))
 
 
