@@ -15,6 +15,32 @@ from serving.rest.json.values import check_rank, dense_shape, fast_array, is_b64
 ROW, COLUMNAR = "row", "columnar"
 
 
+# A body with more candidate bytes than this is searched by `bytes.__contains__` instead.
+_MAX_CANDIDATES = 256
+
+
+def has_boolean_literal(body: bytes) -> bool:
+    """Whether `true` or `false` occurs anywhere in `body` (as `b"true" in body or ...`).
+
+    `bytes.__contains__` skips poorly over number text (the digits 2, 4 and 5 share its skip
+    filter's bits with `true`), about 1.3 ms for a 1 MB body; here NumPy finds each `u` and
+    `l` (every `true` has a `u`, every `false` an `l`) and only those places are compared.
+    """
+    data = np.frombuffer(body, np.uint8)
+    for letter, literal in ((b"u", b"true"), (b"l", b"false")):
+        places = np.flatnonzero(data == letter[0])
+        if places.size > _MAX_CANDIDATES:
+            if literal in body:
+                return True
+            continue
+        # In both literals the letter is the third byte.
+        if any(
+            body[at - 2 : at - 2 + len(literal)] == literal for at in places.tolist() if at >= 2
+        ):
+            return True
+    return False
+
+
 def parse_object(body: bytes) -> dict:
     """`ParseJson`: the body must be a JSON object."""
     doc = loads(body)
@@ -59,7 +85,7 @@ def parse_predict_request(
     """
     doc = parse_object(body)
     # Without a `true`/`false` literal anywhere, numbers convert in bulk (see `fast_array`).
-    booleans = b"true" in body or b"false" in body
+    booleans = has_boolean_literal(body)
     name = signature_name(doc)
     infos = signature_inputs(name)
     if not infos:

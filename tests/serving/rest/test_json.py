@@ -18,7 +18,7 @@ from serving.rest.json.response import (
     predict_response_json,
     regression_json,
 )
-from serving.rest.json.tensor import COLUMNAR, ROW, parse_predict_request
+from serving.rest.json.tensor import COLUMNAR, ROW, has_boolean_literal, parse_predict_request
 from serving.rest.json.text import debug_string, decimal_tokens, loads, rapidjson_double
 from serving.rest.json.values import to_array
 
@@ -456,3 +456,15 @@ def test_integers_beyond_64_bits_are_doubles_as_in_rapidjson():
     assert error('{"inputs": [123456789012345678901234567890]}', x=I64) == (
         "JSON Value: 1.2345678901234568e29 Type: Number is not of expected type: int64"
     )
+
+
+def test_boolean_literal_scan_agrees_with_bytes_search():
+    """Catches a scan that misses a literal (e.g. one at the body's start, or past the
+    candidate cap, where `bytes.__contains__` takes over) or reports one that is not there."""
+    rng = np.random.default_rng(7)
+    alphabet = np.frombuffer(b"truefalsn1.[],", np.uint8)
+    bodies = [b"", b"tr", b"true", b"false", b"ue", b"al", b"[1, 2.5]", b'{"inputs": 1}']
+    bodies += [b"u" * 300 + b"true", b"l" * 300, b"l" * 300 + b"false", b"u" * 300]
+    bodies += [rng.choice(alphabet, int(rng.integers(0, 16))).tobytes() for _ in range(5000)]
+    for body in bodies:
+        assert has_boolean_literal(body) == (b"true" in body or b"false" in body), body
