@@ -19,6 +19,7 @@ from serving.model_servers import flags
 log = logging.getLogger("serving")
 # tensorflow_model_server's `return -1` from main, as the shell sees it.
 FLAG_FAILURE = 255
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,8 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("--%s has no effect in the embedded server; ignored", name)
     # From here on SIGTERM/SIGINT ask for a drain (or, during start-up, a quick stop).
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    _stop_on_signals(stop)
     # Importing the server pulls in TensorFlow, so it waits until the flags are known good.
     from common.quiet import import_tensorflow
 
@@ -68,6 +68,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Failed to start server. Error: {text}", file=sys.stderr)
         status = STARTUP_FAILURE
     _exit_now(status)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set `stop`, whichever thread the kernel hands them to.
+
+    A Python handler runs only when the main thread next executes bytecode. A signal sent to the
+    process may be delivered to any thread that does not block it (TensorFlow's, grpcio's); the
+    main thread, blocked in a long wait, would then not notice it for up to an hour. So both
+    signals are blocked here, before any other thread exists (threads inherit the mask, and the
+    server starts no child processes), and one thread takes them with sigwait.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+    def take() -> None:
+        while True:
+            signum = signal.sigwait(STOP_SIGNALS)
+            log.info("Received %s", signal.Signals(signum).name)
+            stop.set()
+
+    threading.Thread(target=take, name="signals", daemon=True).start()
 
 
 def _exit_now(status: int) -> None:

@@ -284,8 +284,7 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
         )
         poller.start()
 
-    while not stop.wait(3600):
-        pass
+    stop.wait()
     stopping = time.monotonic()
     _drain(options.drain_seconds, grpc_server, rest_server, poller, health_state)
     # The requests answered in the drain are queued by now; their records get the time left.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import signal
 import socket
 import time
@@ -105,4 +106,40 @@ def test_sigterm_while_the_model_loads_exits_at_once_with_0(tmp_path):
         assert elapsed < DRAIN + 3, f"exited after {elapsed:.1f} s"
         assert "Stopped while loading the initial models" in server.log()
     finally:
+        server.stop()
+
+
+def _threads_taking(pid: int, signum: int) -> list[int]:
+    """The ids of the server's threads that do not block `signum` (SigBlk is a hex mask; a
+    thread in sigwait shows the signals it waits for as unblocked while it waits)."""
+    takers = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+        if not int(fields["SigBlk"], 16) >> (signum - 1) & 1:
+            takers.append(int(tid))
+    return takers
+
+
+@pytest.mark.parametrize("phase", ["loading", "serving"])
+def test_no_thread_but_the_signal_taker_can_catch_sigterm(tmp_path, phase):
+    """The kernel hands a signal sent to the process (as Kubernetes and docker send it) to any
+    thread that does not block it. Caught by a TensorFlow or grpcio thread, it would wait for
+    the main thread's next bytecode, and the server would not stop. So every thread blocks
+    SIGTERM and SIGINT, and one takes them with sigwait; a plain SIGTERM then still drains."""
+    flags = ("--num_request_iterations_for_warmup=10000000",) if phase == "loading" else ()
+    server = _server(tmp_path, *flags, wait=phase == "serving")
+    try:
+        if phase == "loading":
+            wait_for(lambda: "Loading servable version" in server.log(), 120, message="the load")
+        threads = os.listdir(f"/proc/{server.process.pid}/task")
+        assert len(threads) > 10, threads  # TensorFlow's and grpcio's threads are up
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            takers = _threads_taking(server.process.pid, signum)
+            assert len(takers) == 1 and takers[0] != server.process.pid, (signum, takers)
+        elapsed = _terminate(server)
+        assert elapsed < DRAIN + 3, f"exited after {elapsed:.1f} s"
+        assert "Received SIGTERM" in server.log()
+    finally:
+        server.channel = None
         server.stop()
