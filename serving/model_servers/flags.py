@@ -85,6 +85,9 @@ class Options:
     rest_api_write_timeout_seconds: float = 30.0
     rest_api_max_connections: int = 2048
     rest_api_idle_timeout_seconds: float = 75.0
+    # How REST :predict answers are written: `compact` (no whitespace, shortest round-trip
+    # digits) or `tf_serving` (TF Serving's bytes); the JSON values are the same.
+    rest_api_json_layout: str = "compact"
     # Request logging (a model's logging_config): a log file is closed before it passes the
     # first; the files of one filename_prefix stay under the second (the oldest are removed);
     # records waiting for the writer, per prefix, stay under the third (more are dropped).
@@ -117,6 +120,10 @@ UNSUPPORTED = {
     "num_tflite_interpreters_per_pool": "TensorFlow Lite models",
     "rest_api_enable_cors_support": "CORS",
 }
+
+# --rest_api_json_layout's values (serving.rest.json.response.LAYOUTS, kept here so that flags
+# do not import the REST package).
+JSON_LAYOUTS = ("compact", "tf_serving")
 
 _TYPES = {field.name: field.type for field in dataclasses.fields(Options)}
 # Values that only make sense above zero (ours, and thread counts that 0 would deadlock).
@@ -314,6 +321,11 @@ def check_options(options: Options) -> None:
             f"--request_log_max_total_bytes ({options.request_log_max_total_bytes}) must be at "
             f"least --request_log_max_file_bytes ({options.request_log_max_file_bytes})"
         )
+    if options.rest_api_json_layout not in JSON_LAYOUTS:
+        raise FlagError(
+            f"--rest_api_json_layout must be one of {', '.join(JSON_LAYOUTS)}, got "
+            f"{options.rest_api_json_layout!r}"
+        )
     if options.max_inflight_tensor_bytes < options.max_request_tensor_bytes:
         raise FlagError(
             f"--max_inflight_tensor_bytes ({options.max_inflight_tensor_bytes}) must be at "
@@ -336,8 +348,9 @@ def usage() -> str:
         "127.0.0.1); PREFIX=DIR to read a config's base_path PREFIX/... from DIR/...; the",
         "drain deadline after SIGTERM; the bytes of input tensors one Predict may declare",
         "and all requests in flight together; the items one request may carry; how long a",
-        'poller reload waits; the REST API\'s limits (README, "Security"); and the sizes',
-        "of request-log files, of all files of one prefix, and of records queued for them.",
+        'poller reload waits; the REST API\'s limits (README, "Security") and its :predict',
+        "answer layout (compact, or tf_serving for TF Serving's bytes); and the sizes of",
+        "request-log files, of all files of one prefix, and of records queued for them.",
         f"Accepted and ignored: {', '.join('--' + n for n in sorted(IGNORED))}",
     ]
     return "\n".join(lines)

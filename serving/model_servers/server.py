@@ -255,6 +255,7 @@ def serve(options: flags.Options, stop: threading.Event | None = None) -> int:
                 num_threads=options.rest_api_num_threads,
                 limits=_http_limits(options),
                 ssl_config=ssl_config,
+                json_layout=options.rest_api_json_layout,
             )
     except OSError as error:
         print(f"Failed to start server. Error: {error}", file=sys.stderr, flush=True)

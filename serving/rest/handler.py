@@ -26,9 +26,11 @@ from serving.errors import ServingError, invalid_argument
 from serving.rest.http import JSON_TYPE, HttpLimits, HttpServer
 from serving.rest.json.examples import parse_examples_request
 from serving.rest.json.response import (
+    COMPACT,
+    LAYOUTS,
     classification_json,
     error_json,
-    predict_response_json,
+    predict_response,
     regression_json,
 )
 from serving.rest.json.tensor import parse_predict_request
@@ -74,6 +76,8 @@ class RestServer:
             from `timeout_ms`.
         ssl_config: TF Serving's SSLConfig to serve HTTPS with (and require client certificates
             when it says `client_verify`), or None for plain HTTP.
+        json_layout: `--rest_api_json_layout`, how :predict answers are written: `compact`
+            or `tf_serving` (TF Serving's bytes); the JSON values are the same.
     """
 
     def __init__(
@@ -87,8 +91,14 @@ class RestServer:
         num_threads: int = 4 * (os.cpu_count() or 1),
         limits: HttpLimits | None = None,
         ssl_config=None,
+        json_layout: str = COMPACT,
     ):
+        if json_layout not in LAYOUTS:
+            raise ValueError(
+                f"unknown JSON layout {json_layout!r}; expected one of {', '.join(LAYOUTS)}"
+            )
         self._core = core
+        self._json_layout = json_layout
         self._monitoring_path = monitoring_path
         limits = dataclasses.replace(
             limits or HttpLimits(),
@@ -134,17 +144,22 @@ class RestServer:
             # A CORS preflight: no body and no JSON content type, as in `http_server.cc`.
             return (200 if _ORIGIN.search(headers.get("origin", "")) else 400), b"", None
         status, text = self.handle(method, path, body)
-        return status, text.encode("utf-8", "surrogateescape"), JSON_TYPE
+        if isinstance(text, str):
+            text = text.encode("utf-8", "surrogateescape")
+        return status, text, JSON_TYPE
 
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, str]:
-        """One /v1/ request (`HttpRestApiHandler::ProcessRequest`): (HTTP status, JSON text)."""
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, str | bytes]:
+        """One /v1/ request (`HttpRestApiHandler::ProcessRequest`): (HTTP status, JSON text).
+
+        The text is `bytes` for a :predict answer (already encoded), else `str`.
+        """
         try:
             return 200, self._process(method, path, body)
         except ServingError as error:
             # Names echoed from the request may hold bytes that are not UTF-8: shown escaped.
             return error.http_status, error_json(printable(error.message))
 
-    def _process(self, method: str, path: str, body: bytes) -> str:
+    def _process(self, method: str, path: str, body: bytes) -> str | bytes:
         groups, parsed = ("", "", "", ""), None
         if method == "POST":
             parsed = _POST_PATH.fullmatch(path)
@@ -165,7 +180,7 @@ class RestServer:
             return self._status(spec)
         raise invalid_argument(f"Malformed request: {method} {path}")
 
-    def _predict(self, spec: model_pb2.ModelSpec, body: bytes) -> str:
+    def _predict(self, spec: model_pb2.ModelSpec, body: bytes) -> bytes:
         def inputs_of(signature: str):
             return self._core.signature_inputs(spec, signature)
 
@@ -176,7 +191,7 @@ class RestServer:
             request.inputs[alias].CopyFrom(from_numpy(array, tensor_content=True))
         response = self._core.predict(request, entrypoint="REST")
         outputs = {alias: to_numpy(tensor, alias) for alias, tensor in response.outputs.items()}
-        return predict_response_json(outputs, request_format)
+        return predict_response(outputs, request_format, self._json_layout)
 
     def _classify(self, spec: model_pb2.ModelSpec, body: bytes) -> str:
         signature, request_input = parse_examples_request(body)

@@ -1,4 +1,4 @@
-"""REST response bodies laid out byte for byte like TF Serving's rapidjson PrettyWriter."""
+"""REST response bodies: TF Serving's rapidjson PrettyWriter layout byte for byte, or compact."""
 
 from __future__ import annotations
 
@@ -9,10 +9,45 @@ import numpy as np
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
 from serving.errors import invalid_argument
+from serving.rest.json import compact
 from serving.rest.json.floats import decimal_bytes
 from serving.rest.json.tensor import ROW
 from serving.rest.json.text import INDENT, decimal_tokens, quote, render_array, render_rows
 from serving.tensors import data_type, dtype_name
+
+# --rest_api_json_layout: how :predict answers are written. Both give the same JSON values.
+COMPACT, TF_SERVING = "compact", "tf_serving"
+LAYOUTS = (COMPACT, TF_SERVING)
+
+
+def predict_response(
+    outputs: Mapping[str, np.ndarray], request_format: str, layout: str = COMPACT
+) -> bytes:
+    """The :predict answer body in `layout`, with the same errors in either layout.
+
+    Args:
+        outputs: Output alias -> array (as decoded from the PredictResponse).
+        request_format: `ROW` or `COLUMNAR`, as returned by `parse_predict_request`.
+        layout: `COMPACT` (no whitespace, shortest round-trip digits, see
+            `serving.rest.json.compact`) or `TF_SERVING` (`predict_response_json`).
+
+    Raises:
+        ServingError: As `predict_response_json`.
+        ValueError: For a layout that is neither.
+    """
+    if layout == TF_SERVING:
+        return predict_response_json(outputs, request_format).encode("utf-8", "surrogateescape")
+    if layout != COMPACT:
+        raise ValueError(f"unknown JSON layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    arrays = _sorted_arrays(outputs)
+    if request_format == ROW:
+        batch = _batch_size(arrays)
+        for array in arrays.values():
+            _check_writable(array)
+        return compact.predict_rows(arrays, batch)
+    for array in arrays.values():
+        _check_writable(array)
+    return compact.predict_columns(arrays)
 
 
 def predict_response_json(outputs: Mapping[str, np.ndarray], request_format: str) -> str:
@@ -28,10 +63,8 @@ def predict_response_json(outputs: Mapping[str, np.ndarray], request_format: str
         ServingError: INVALID_ARGUMENT for row outputs without a common batch dimension and for
             dtypes JSON cannot carry (`Failed to write JSON value for tensor type: half`).
     """
-    if not outputs:
-        raise invalid_argument("Cannot convert empty tensor map to JSON")
-    names = sorted(outputs)
-    arrays = {name: np.asarray(outputs[name]) for name in names}
+    arrays = _sorted_arrays(outputs)
+    names = list(arrays)
     if request_format == ROW:
         return _row_json(arrays)
     if len(names) == 1:
@@ -46,7 +79,14 @@ def predict_response_json(outputs: Mapping[str, np.ndarray], request_format: str
     return '{\n    "outputs": {' + ",".join(members) + "\n" + INDENT + "}\n}"
 
 
-def _row_json(arrays: dict[str, np.ndarray]) -> str:
+def _sorted_arrays(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if not outputs:
+        raise invalid_argument("Cannot convert empty tensor map to JSON")
+    return {name: np.asarray(outputs[name]) for name in sorted(outputs)}
+
+
+def _batch_size(arrays: dict[str, np.ndarray]) -> int:
+    """The common dimension 0 of row outputs; each must have one."""
     batch = -1
     for name, array in arrays.items():
         if array.ndim == 0:
@@ -57,6 +97,23 @@ def _row_json(arrays: dict[str, np.ndarray]) -> str:
                 f"expecting: {batch}"
             )
         batch = array.shape[0]
+    return batch
+
+
+def _check_writable(array: np.ndarray) -> None:
+    """Refuses, like `_tokens`, a non-empty tensor of a dtype JSON cannot carry."""
+    kind = array.dtype.kind
+    if (kind == "f" and array.dtype.itemsize >= 4) or kind in "bO" or array.size == 0:
+        return
+    if kind in "iu" and array.dtype != np.uint16:
+        return
+    raise invalid_argument(
+        f"Failed to write JSON value for tensor type: {dtype_name(data_type(array.dtype))}"
+    )
+
+
+def _row_json(arrays: dict[str, np.ndarray]) -> str:
+    batch = _batch_size(arrays)
     depth = 2 if len(arrays) == 1 else 3
     if batch == 0:
         body = "[]"

@@ -384,6 +384,30 @@ def test_good_base_path_map():
     check_options(_options("--model_config_file=c", "--base_path_map=/models=models"))
 
 
+def test_json_layout_default_and_values():
+    assert Options().rest_api_json_layout == "compact"
+    for layout in ("compact", "tf_serving"):
+        options = _options("--model_base_path=/m", f"--rest_api_json_layout={layout}")
+        check_options(options)
+        assert options.rest_api_json_layout == layout
+
+
+def test_bad_json_layout():
+    with pytest.raises(FlagError) as info:
+        check_options(_options("--model_base_path=/m", "--rest_api_json_layout=pretty"))
+    assert str(info.value) == (
+        "--rest_api_json_layout must be one of compact, tf_serving, got 'pretty'"
+    )
+
+
+def test_json_layouts_are_the_rest_writers():
+    """flags.py keeps its own copy (flags must not import the REST package): the two agree."""
+    from serving.model_servers.flags import JSON_LAYOUTS
+    from serving.rest.json.response import COMPACT, LAYOUTS
+
+    assert JSON_LAYOUTS == LAYOUTS and Options().rest_api_json_layout == COMPACT
+
+
 # --- flags: --grpc_channel_arguments -------------------------------------------------------
 
 _EXAMPLE = "grpc.max_connection_age_ms=2000,grpc.max_receive_message_length=1048576"

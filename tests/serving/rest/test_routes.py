@@ -194,7 +194,8 @@ def test_predict_row_and_columnar(rest):
         rest, "POST", "/v1/models/half:predict", {"instances": [1.0, 2.0, 5.0]}
     )
     assert (status, content_type) == (200, "application/json")
-    assert text == '{\n    "predictions": [2.5, 3.0, 4.5\n    ]\n}'
+    # The default layout is compact (--rest_api_json_layout=compact).
+    assert text == '{"predictions":[2.5,3.0,4.5]}'
     status, _, text = call(
         rest, "POST", "/v1/models/half/versions/1:predict", {"inputs": [[1], [2]]}
     )
@@ -202,6 +203,26 @@ def test_predict_row_and_columnar(rest):
     kind, request, entrypoint = rest.core.calls[-1]
     assert (kind, entrypoint, request.model_spec.version.value) == ("predict", "REST", 1)
     assert request.inputs["x"].tensor_content  # REST builds compact tensors for the core
+
+
+def test_predict_tf_serving_layout_is_byte_for_byte():
+    """With `json_layout="tf_serving"` the answer is TF Serving's PrettyWriter text, not compact."""
+    server = RestServer(FakeCore(), "127.0.0.1", 0, json_layout="tf_serving")
+    server.start()
+    try:
+        status, _, text = call(
+            server, "POST", "/v1/models/half:predict", {"instances": [1.0, 2.0, 5.0]}
+        )
+        assert (status, text) == (200, '{\n    "predictions": [2.5, 3.0, 4.5\n    ]\n}')
+        status, _, text = call(server, "POST", "/v1/models/half:predict", {"inputs": [1.0]})
+        assert (status, text) == (200, '{\n    "outputs": [\n        2.5\n    ]\n}')
+    finally:
+        server.shutdown()
+
+
+def test_unknown_json_layout_is_refused():
+    with pytest.raises(ValueError, match="unknown JSON layout 'pretty'; expected one of compact"):
+        RestServer(FakeCore(), "127.0.0.1", 0, json_layout="pretty")
 
 
 def test_predict_several_outputs_and_bytes(rest):
