@@ -9,6 +9,7 @@ import numpy as np
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.errors import ServingError, invalid_argument
+from serving.rest import disposal
 from serving.rest.json.text import debug_string, loads
 from serving.rest.json.values import check_rank, dense_shape, fast_array, is_b64, to_array
 
@@ -23,21 +24,23 @@ def has_boolean_literal(body: bytes) -> bool:
     """Whether `true` or `false` occurs anywhere in `body` (as `b"true" in body or ...`).
 
     `bytes.__contains__` skips poorly over number text (the digits 2, 4 and 5 share its skip
-    filter's bits with `true`), about 1.3 ms for a 1 MB body; here NumPy finds each `u` and
-    `l` (every `true` has a `u`, every `false` an `l`) and only those places are compared.
+    filter's bits with `true`), about 1.3 ms for a 1 MB body. Every `true` has a `u` and every
+    `false` an `l`, letters number text never holds; `bytes.find` of one byte is a `memchr`
+    (about 0.02 ms for 1 MB, against 0.16 ms for a NumPy comparison of the whole body), so
+    each is found that way and only those places are compared.
     """
-    data = np.frombuffer(body, np.uint8)
     for letter, literal in ((b"u", b"true"), (b"l", b"false")):
-        places = np.flatnonzero(data == letter[0])
-        if places.size > _MAX_CANDIDATES:
-            if literal in body:
-                return True
-            continue
         # In both literals the letter is the third byte.
-        if any(
-            body[at - 2 : at - 2 + len(literal)] == literal for at in places.tolist() if at >= 2
-        ):
-            return True
+        at, seen = body.find(letter, 2), 0
+        while at >= 0:
+            if body.startswith(literal, at - 2):
+                return True
+            seen += 1
+            if seen > _MAX_CANDIDATES:
+                if literal in body:
+                    return True
+                break
+            at = body.find(letter, at + 1)
     return False
 
 
@@ -83,7 +86,20 @@ def parse_predict_request(
     Raises:
         ServingError: With TF Serving's message for any malformed body.
     """
-    doc = parse_object(body)
+    # Held only by this list, so that `dispose` can take the last reference to it.
+    parsed = [parse_object(body)]
+    result = _predict_request(parsed[0], body, signature_inputs)
+    if len(body) >= disposal.MIN_BODY_BYTES:
+        # The arrays are copies: the document is garbage now, freed off this request's path.
+        disposal.dispose(parsed)
+    return result
+
+
+def _predict_request(
+    doc: dict,
+    body: bytes,
+    signature_inputs: Callable[[str], Mapping[str, meta_graph_pb2.TensorInfo]],
+) -> tuple[str, str, dict[str, np.ndarray]]:
     # Without a `true`/`false` literal anywhere, numbers convert in bulk (see `fast_array`).
     booleans = has_boolean_literal(body)
     name = signature_name(doc)

@@ -224,8 +224,10 @@ def _numbers(value: Any, shape: tuple[int, ...], dtype: int) -> np.ndarray | Non
     if numbers.shape != shape:
         return None
     if dtype in _FLOATS and numbers.dtype.kind in "iuf":
+        # JSON numbers are doubles: float64 first (no copy when they are already), then the
+        # signature's dtype, rounding once from the double as rapidjson's static_cast does.
         with np.errstate(over="ignore"):
-            return numbers.astype(np.float64).astype(numpy_dtype(dtype))
+            return numbers.astype(np.float64, copy=False).astype(numpy_dtype(dtype), copy=False)
     if dtype in _INT_RANGES and numbers.dtype.kind in "iu":
         return _in_range(numbers, dtype)
     return None
