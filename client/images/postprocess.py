@@ -21,11 +21,6 @@ def resize_probabilities(probabilities: np.ndarray, height: int, width: int) -> 
     return np.clip(np.asarray(resized, np.float32), 0.0, 1.0)
 
 
-# Above this share of input cells on the mask's edge (a car's is 1-3 %), interpolating them one
-# by one costs more than Pillow's 8-bit resize of the whole map (about 5 ms at 1918x1280).
-_MOST_MIXED = 0.03
-
-
 def _bilinear_axis(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each output index: the two input indices and the second one's weight.
 
@@ -47,60 +42,58 @@ def mask_at_size(
     """The boolean mask at `[height, width]` of a low-resolution probability map.
 
     The same mask as thresholding `resize_probabilities` at `level`, without resizing floats at
-    the photo's size. Between four neighbouring map values, bilinear interpolation stays within
-    their minimum and maximum: where all four are on one side of `level`, so is every output
-    pixel between them, which a repeat of the low-resolution answer fills in. Only the pixels
-    between neighbours on both sides (along the mask's edge) are interpolated.
+    the photo's size. Bilinear upscaling is separable, and Pillow first interpolates the map's
+    rows to the full width (a float32 intermediate of the map's height). Every output pixel
+    then lies between two of those rows, on a straight line in its weight, which crosses
+    `level` at most once: in each column, the output rows between two map rows hold one run of
+    mask (all of them, none, those past the crossing or those before it). The run is worked out
+    at the map's height; at full size one subtraction and one comparison per pixel write the
+    mask, at the same cost for a car's smooth answer and for a noisy one.
 
     Shrinking (an output side smaller than the map's), which Pillow antialiases, takes the
-    float path. A map whose edge is long (a noisy answer, not a car) is resized as 8-bit levels
-    instead, moved first by an affine step that puts `level` on the boundary between two levels
-    (bilinear resizing commutes with it); that mask differs only where a probability is within
-    about one level (under 2/255) of `level` (Dice 0.9999 on the benchmark photo).
+    float path.
     """
     plane = np.asarray(probabilities, np.float64).reshape(probabilities.shape[:2])
     if plane.shape == (height, width):
         return plane >= level
-    if height < plane.shape[0] or width < plane.shape[1]:
+    rows_in, cols_in = plane.shape
+    if height < rows_in or width < cols_in:
         return threshold(resize_probabilities(plane, height, width), level)
-    rows_low, rows_high, rows_weight = _bilinear_axis(plane.shape[0], height)
-    cols_low, cols_high, cols_weight = _bilinear_axis(plane.shape[1], width)
-    # Each input cell (its pixel and the next one down and to the right) against the level.
-    down = np.minimum(np.arange(plane.shape[0]) + 1, plane.shape[0] - 1)
-    right = np.minimum(np.arange(plane.shape[1]) + 1, plane.shape[1] - 1)
-    corners = (plane, plane[down], plane[:, right], plane[down][:, right])
-    above = np.minimum.reduce(corners) >= level
-    mixed = ~above & (np.maximum.reduce(corners) >= level)
-    if mixed.mean() > _MOST_MIXED:
-        return _mask_from_levels(plane, height, width, level)
-    # Output pixels per cell along each axis, and where each cell's pixels start.
-    row_count = np.bincount(rows_low, minlength=plane.shape[0])
-    col_count = np.bincount(cols_low, minlength=plane.shape[1])
-    mask = np.repeat(np.repeat(above, row_count, axis=0), col_count, axis=1)
-    cell_rows, cell_cols = np.nonzero(mixed)
-    if cell_rows.size:
-        heights, widths = row_count[cell_rows], col_count[cell_cols]
-        sizes = heights * widths
-        # Every output pixel of the mixed cells: its offset inside its cell, then its place.
-        inside = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        per_row = np.repeat(widths, sizes)
-        rows = np.repeat(np.cumsum(row_count)[cell_rows] - heights, sizes) + inside // per_row
-        cols = np.repeat(np.cumsum(col_count)[cell_cols] - widths, sizes) + inside % per_row
-        y0, y1, wy = rows_low[rows], rows_high[rows], rows_weight[rows]
-        x0, x1, wx = cols_low[cols], cols_high[cols], cols_weight[cols]
-        top = plane[y0, x0] * (1.0 - wx) + plane[y0, x1] * wx
-        bottom = plane[y1, x0] * (1.0 - wx) + plane[y1, x1] * wx
-        mask[rows, cols] = top * (1.0 - wy) + bottom * wy >= level
-    return mask
-
-
-def _mask_from_levels(plane: np.ndarray, height: int, width: int, level: float) -> np.ndarray:
-    scale = 0.5 / max(level, 1.0 - level)
-    shifted = 0.5 + (np.clip(plane, 0.0, 1.0) - level) * scale
-    # 0.5 maps to 127.5, which rounds (half to even) to 128: the mask is `levels >= 128`.
-    levels = np.rint(shifted * 255.0).astype(np.uint8)
-    resized = Image.fromarray(levels).resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(resized) >= np.uint8(128)
+    cols_low, cols_high, cols_weight = _bilinear_axis(cols_in, width)
+    upper = plane.take(cols_low, axis=1)
+    wide = plane.take(cols_high, axis=1)
+    wide -= upper
+    wide *= cols_weight
+    wide += upper
+    upper = wide.astype(np.float32).astype(np.float64)  # Pillow's float32 intermediate
+    lower = upper.take(np.minimum(np.arange(1, rows_in + 1), rows_in - 1), axis=0)
+    # The output rows between map rows r and r + 1 (r's block), and the first of them.
+    count = np.bincount(_bilinear_axis(rows_in, height)[0], minlength=rows_in)
+    first = np.cumsum(count) - count
+    # Run positions within a block; the arithmetic below wraps around at the type's size.
+    places = np.uint8 if count.max() < 2**7 else np.uint16 if count.max() < 2**15 else np.uint32
+    full = places(count.max() + 1)
+    above, next_above = upper >= level, lower >= level
+    rising = (next_above & ~above).view(np.uint8)
+    falling = (above & ~next_above).view(np.uint8)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # Where the line meets `level`, as a weight, then as the first output row at or past
+        # it: block r's row i sits at weight `(first[r] + i + 0.5) * rows_in / height - 0.5 - r`.
+        cross = level - upper
+        cross /= lower - upper
+        cross *= height / rows_in
+        cross += ((np.arange(rows_in) + 0.5) * (height / rows_in) - 0.5 - first)[:, np.newaxis]
+        np.ceil(cross, out=cross)
+        np.clip(cross, 0, count.max(), out=cross)
+        at = cross.astype(places)  # undefined where no crossing, and then multiplied by 0
+    start = at * rising
+    length = full * (above & next_above).view(np.uint8) + (full - at) * rising + at * falling
+    place = (np.arange(height) - np.repeat(first, count)).astype(places)[:, np.newaxis]
+    # A pixel is in its run when its place, counted from the run's start, is within the run's
+    # length (a place before the start wraps around to a large number).
+    offset = np.repeat(start, count, axis=0)
+    np.subtract(place, offset, out=offset)
+    return offset < np.repeat(length, count, axis=0)
 
 
 def png_levels(data: bytes) -> np.ndarray:

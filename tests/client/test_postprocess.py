@@ -22,7 +22,7 @@ def _smooth_map(seed: int, size: int = 128) -> np.ndarray:
 @pytest.mark.parametrize("size", [(1280, 1918), (300, 200), (129, 127), (128, 2000), (60, 60)])
 @pytest.mark.parametrize("level", [0.3, 0.5, 0.8])
 def test_mask_at_size_is_thresholding_resized_probabilities(seed, size, level):
-    """Upscaled (only the edge interpolated) or shrunk (the float path), the same mask."""
+    """Upscaled (runs between map rows) or shrunk (the float path), the same mask."""
     probabilities = _smooth_map(seed)
     fast = mask_at_size(probabilities, *size, level)
     exact = threshold(resize_probabilities(probabilities, *size), level)
@@ -39,11 +39,20 @@ def test_mask_at_the_models_own_size_is_exact():
 
 
 @pytest.mark.parametrize("level", [0.3, 0.5, 0.8])
-def test_a_map_with_a_long_edge_differs_only_next_to_the_threshold(level):
-    """Noise has edges everywhere: resized as 8-bit levels, it may differ within a level."""
+@pytest.mark.parametrize("size", [(300, 500), (1280, 1918)])
+def test_a_noisy_map_is_as_exact_as_a_smooth_one(level, size):
+    """Noise has edges everywhere, rising and falling between every two rows: each run must
+    start and end on the very pixel the float path thresholds (the 8-bit resize this replaced
+    missed thousands of them)."""
     noise = np.random.default_rng(5).random((64, 64, 1), dtype=np.float32)
-    resized = resize_probabilities(noise, 300, 500)
-    fast = mask_at_size(noise, 300, 500, level)
-    differ = fast != threshold(resized, level)
-    assert differ.sum() <= 0.01 * fast.size
-    assert np.all(np.abs(resized[differ] - level) < 2.0 / 255.0)
+    exact = threshold(resize_probabilities(noise, *size), level)
+    np.testing.assert_array_equal(mask_at_size(noise, *size, level), exact)
+
+
+def test_a_large_upscale_counts_runs_past_one_byte():
+    """Over 127 output rows between two map rows, a run's place no longer fits the byte whose
+    wrap-around tells the rows before a run's start from those inside it."""
+    tiny = np.array([[0.0, 1.0, 0.2], [0.9, 0.1, 0.6], [0.4, 0.7, 0.0]], np.float32)
+    exact = threshold(resize_probabilities(tiny, 900, 700))
+    np.testing.assert_array_equal(mask_at_size(tiny, 900, 700), exact)
+    assert 0.2 < exact.mean() < 0.8
