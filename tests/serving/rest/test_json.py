@@ -416,6 +416,20 @@ def test_error_body():
         ([12345678901234567890123], F),
         ([2147483648], I32),
         ([[True, False]], types_pb2.DT_BOOL),
+        # Where lists belong: strings or objects of the right length, numbers, null.
+        ([[1.0, 2.0], "ab"], F),
+        ([[1.0, 2.0], {"a": 1, "b": 2}], F),
+        ([[[1.0], [2.0]], [[3.0], "x"]], F),
+        ([[1.0, 2.0], 3.0], F),
+        ([[1.0], None], F),
+        # Lists where numbers belong, and zero dimensions with look-alikes of empty lists.
+        ([[1.0, 2.0], [3.0, [4.0]]], F),
+        ([[1.0, 2.0], [[3.0, 4.0], [5.0, 6.0]]], F),
+        ([[], {}], F),
+        ([[], ""], F),
+        ([[[], []], [[], []]], F),
+        ([[[1, 2], [3, 4]], [[5, 6], [7, 8]]], I64),
+        ([[[1.5, 2], [3, 4e300]], [[5, -6], [7, 8]]], F),
     ],
 )
 def test_numbers_in_bulk_agree_with_the_walk(value, dtype):
