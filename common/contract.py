@@ -81,7 +81,11 @@ class Preprocessing:
     - the client refuses a larger image before decoding it. A JPEG much larger than the input is
     decoded at a reduced DCT scale (`jpeg_scale`, libjpeg's 1/2, 1/4 or 1/8 decoding) and
     resized from there; `jpeg_margin` is how many times the input size the scaled image must
-    keep on both sides (0 decodes every JPEG at full size).
+    keep on both sides (0 decodes every JPEG at full size). At 1 a Carvana photo (1918x1280)
+    for a 128 px model is decoded at 1/8, its 8x8 blocks' means, a box filter before the
+    antialiased resize: on 12 synthetic cars the shipped U-Net's masks agree with those of the
+    1/4 decode (margin 2) at Dice 0.998 or more and match the truth as well (0.991), for a
+    third less client pre-processing CPU (5.8 -> 3.8 ms; issue 22).
     """
 
     size: tuple[int, int]
@@ -91,7 +95,7 @@ class Preprocessing:
     scale: float = 1.0 / 255.0
     offset: float = 0.0
     max_pixels: int = DEFAULT_MAX_PIXELS
-    jpeg_margin: float = 2.0
+    jpeg_margin: float = 1.0
     max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
 
     @property

@@ -32,7 +32,8 @@ def stale_contract(version_dir: Path) -> str | None:
     """Why a version's manifest predates today's pre-processing contract, or None.
 
     A version exported before a pre-processing field existed (its manifest's `preprocessing`
-    lacks the key) has a graph built by the older rule, so it is exported again.
+    lacks the key) has a graph built by the older rule, so it is exported again; so is one whose
+    graph decodes JPEGs at another DCT scale than the contract's `jpeg_margin` says.
     """
     from export.publish import MANIFEST_FILE
 
@@ -44,9 +45,15 @@ def stale_contract(version_dir: Path) -> str | None:
     if not isinstance(pre, dict):
         return None
     missing = [f.name for f in dataclasses.fields(Preprocessing) if f.name not in pre]
-    if not missing:
-        return None
-    return f"its manifest's pre-processing has no {', '.join(missing)}: an older contract"
+    if missing:
+        return f"its manifest's pre-processing has no {', '.join(missing)}: an older contract"
+    # The DCT-scale rule is one for training, the graph and the client: a graph that decodes
+    # JPEGs by another margin would answer REST otherwise than the client's gRPC input.
+    margin = Preprocessing(size=(1, 1)).jpeg_margin
+    if pre["jpeg_margin"] != margin:
+        stated = pre["jpeg_margin"]
+        return f"its graph decodes JPEGs by jpeg_margin {stated}, the contract's is {margin}"
+    return None
 
 
 def ensure_servable(model: str, runs: Path, base_path: Path) -> Path | None:

@@ -82,6 +82,28 @@ def test_a_version_under_an_older_contract_is_replaced(runs, tmp_path, capsys):
     assert [p.name for p in (base / "generator").iterdir()] == ["1"]
 
 
+def test_a_version_decoding_jpegs_by_another_margin_is_replaced(runs, tmp_path, capsys):
+    # Its graph would decode a REST call's JPEG at another DCT scale than the client's gRPC
+    # input: one rule for training, the graph and the client, so it is exported again.
+    base = tmp_path / "models"
+    export_run("unet", runs / "unet", base)
+    manifest = base / "unet" / "1" / "assets.extra" / "manifest.json"
+    stated = json.loads(manifest.read_text())
+    margin = stated["contract"]["preprocessing"]["jpeg_margin"]
+    stated["contract"]["preprocessing"]["jpeg_margin"] = margin + 1.0
+    manifest.write_text(json.dumps(stated))
+    assert main(["--runs", str(runs), "--base-path", str(base), "unet"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [str(base / "unet" / "2")]
+    assert err.strip().splitlines() == [
+        f"{base / 'unet' / '1'} is out of date (its graph decodes JPEGs by jpeg_margin "
+        f"{margin + 1.0}, the contract's is {margin}); exporting a new version from "
+        f"{runs / 'unet'}"
+    ]
+    written = json.loads((base / "unet" / "2" / "assets.extra" / "manifest.json").read_text())
+    assert written["contract"]["preprocessing"]["jpeg_margin"] == margin
+
+
 def test_usage_error_is_one_line(capsys):
     assert main(["--base-path", "x", "nope"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -37,10 +37,12 @@ def test_the_rule_in_graph_ops_equals_the_contract():
         np.testing.assert_array_equal(np.broadcast_to(got.numpy(), heights.shape), expected)
 
 
-def test_carvana_size_decodes_at_a_quarter():
+def test_carvana_size_decodes_at_an_eighth():
     pre = Preprocessing(size=(128, 128))
-    assert jpeg_scale(1280, 1918, pre) == 4  # 480x320 keeps twice 128 on both sides
-    assert jpeg_scale(1280, 1918, Preprocessing(size=(512, 512))) == 1
+    assert jpeg_scale(1280, 1918, pre) == 8  # 240x160 keeps 128 on both sides
+    assert jpeg_scale(1280, 1918, Preprocessing(size=(128, 128), jpeg_margin=2.0)) == 4
+    assert jpeg_scale(1280, 1918, Preprocessing(size=(512, 512))) == 2
+    assert jpeg_scale(1280, 1918, Preprocessing(size=(1024, 1024))) == 1
     assert jpeg_scale(1280, 1918, Preprocessing(size=(128, 128), jpeg_margin=0)) == 1
 
 
@@ -75,5 +77,5 @@ def test_exif_rotation_swaps_the_reported_size():
     pixels, own = client_pre.decode(buffer.getvalue(), pre)
     assert own == (600, 400)
     scale = jpeg_scale(400, 600, pre)  # from the stored size, as the graph reads the header
-    assert scale == 2
-    assert pixels.shape[:2] == (600 // scale, 400 // scale)  # decoded at 1/2, then turned
+    assert scale == 4
+    assert pixels.shape[:2] == (600 // scale, 400 // scale)  # decoded at 1/4, then turned
