@@ -184,7 +184,9 @@ class ServingClient:
                 self._contracts[key] = cached
         return cached
 
-    def _predict_batches(self, model, signature, arrays, *, key, version, label, timeout):
+    def _predict_batches(
+        self, model, signature, arrays, *, key, version, label, timeout, output_filter=()
+    ):
         """Runs `arrays` (one per image) through the model in `max_batch` chunks."""
         outputs: list[dict[str, np.ndarray]] = []
         served = None
@@ -197,6 +199,7 @@ class ServingClient:
                 version=version,
                 label=label,
                 timeout=timeout,
+                output_filter=output_filter,
             )
             outputs.extend({k: v[i] for k, v in answer.items()} for i in range(len(batch)))
         return outputs, served
@@ -220,12 +223,19 @@ class ServingClient:
             and all(data is not None for data in encoded)
         ):
             arrays = [np.array(data, dtype=object) for data in encoded]
-            signature, key = entry.bytes_signature, "image_bytes"
+            signature, key, wanted = entry.bytes_signature, "image_bytes", ()
         else:
             arrays = [image.model_input(contract.preprocessing) for image in loaded]
-            signature, key = DEFAULT_SIGNATURE, "image"
+            signature, key, wanted = DEFAULT_SIGNATURE, "image", entry.outputs
         outputs, version_served = self._predict_batches(
-            model, signature, arrays, key=key, version=version, label=label, timeout=timeout
+            model,
+            signature,
+            arrays,
+            key=key,
+            version=version,
+            label=label,
+            timeout=timeout,
+            output_filter=wanted,
         )
         if signature != DEFAULT_SIGNATURE:
             try:

@@ -63,11 +63,14 @@ class ImageModel:
         bytes_signature: the signature that takes encoded images and answers small enough for
             REST's JSON; REST calls send images there as they are (no client decoding).
         from_bytes: that signature's answer for one image -> serving_default's outputs.
+        outputs: the serving_default outputs `postprocess` reads; a gRPC call asks for these
+            alone (Predict's output_filter), so the server neither fetches nor sends the rest.
     """
 
     postprocess: PostProcess
     bytes_signature: str
     from_bytes: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+    outputs: tuple[str, ...]
 
 
 def _mask_from_png(out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -84,6 +87,6 @@ def _normalised_box(out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 # The image models the client serves, by contract kind.
 IMAGE_MODELS: dict[str, ImageModel] = {
-    "unet": ImageModel(segmentation, BYTES_MASK_PNG_SIGNATURE, _mask_from_png),
-    "localizer": ImageModel(localization, BYTES_SIGNATURE, _normalised_box),
+    "unet": ImageModel(segmentation, BYTES_MASK_PNG_SIGNATURE, _mask_from_png, ("mask",)),
+    "localizer": ImageModel(localization, BYTES_SIGNATURE, _normalised_box, ("class_probs", "box")),
 }

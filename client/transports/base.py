@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -48,6 +48,7 @@ class Transport:
         version: int | None = None,
         label: str | None = None,
         timeout: float | None = None,
+        output_filter: Sequence[str] = (),
     ) -> tuple[dict[str, np.ndarray], int]:
         """Runs a signature of a model.
 
@@ -58,6 +59,9 @@ class Transport:
             version: A version number to pin, or None for the latest.
             label: A version label ("stable", "canary") to pin instead, or None.
             timeout: Deadline in seconds, retries included; None for the transport's default.
+            output_filter: The output aliases to answer with (Predict's `output_filter`); empty
+                for all of them. gRPC only: TF Serving's REST API has no such field, so a REST
+                answer holds every output.
 
         Returns:
             Output alias -> array (strings as object arrays of bytes), and the version that
@@ -68,7 +72,7 @@ class Transport:
             ValueError: For both `version` and `label`.
         """
         _check_pin(version, label)
-        return self._predict(model, inputs, signature, version, label, timeout)
+        return self._predict(model, inputs, signature, version, label, timeout, output_filter)
 
     def metadata(
         self,

@@ -169,8 +169,10 @@ class GrpcTransport(Transport):
                 )
             raise ClientError(code, details) from None
 
-    def _predict(self, model, inputs, signature, version, label, timeout):
-        request = predict_pb2.PredictRequest(model_spec=_spec(model, version, label, signature))
+    def _predict(self, model, inputs, signature, version, label, timeout, output_filter):
+        request = predict_pb2.PredictRequest(
+            model_spec=_spec(model, version, label, signature), output_filter=output_filter
+        )
         for alias, array in inputs.items():
             try:
                 # Encoding straight into the request saves copying big tensors once more.

@@ -306,7 +306,9 @@ class RestTransport(Transport):
 
         return self._call(attempt, timeout)
 
-    def _predict(self, model, inputs, signature, version, label, timeout):
+    def _predict(self, model, inputs, signature, version, label, timeout, output_filter):
+        # TF Serving's REST API has no output filter: the answer holds every output.
+        del output_filter
         try:
             body = predict_body(signature, inputs)
         except (TypeError, ValueError) as error:

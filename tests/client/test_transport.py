@@ -49,6 +49,16 @@ def test_predict_known_answers(transport):
     assert outputs["length"].dtype == np.int32 and outputs["length"].tolist() == [4, 2, 0]
 
 
+def test_output_filter_answers_only_the_named_outputs_over_grpc(transport):
+    # A filter the transport dropped (or one the server ignored) would answer `diff` too, which
+    # the client neither reads nor should pay to receive.
+    inputs = {"a": np.array([5.0], F32), "b": np.array([2.0], F32)}
+    outputs, _ = transport.predict("half", inputs, signature="two_inputs", output_filter=["sum"])
+    expected = ["sum"] if isinstance(transport, GrpcTransport) else ["diff", "sum"]
+    assert sorted(outputs) == expected  # TF Serving's REST API has no output filter
+    assert outputs["sum"].tolist() == [7.0]
+
+
 def test_versions_and_labels(transport):
     x = {"x": np.array([1.0, 2.0], F32)}
     # triple: y = 3x + version - 1, with stable -> 1 and canary -> 2.
