@@ -107,3 +107,49 @@ class TinyExports:
 def tiny_exports(shared_builds, tiny_runs) -> TinyExports:
     """`tiny_exports.put(model, base)`: the tiny run of `model` as `base/<model>/1`."""
     return TinyExports(shared_builds, tiny_runs)
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_exports, tmp_path_factory):
+    """The three tiny runs exported as version 1 and served as `make serve` does (the shipped
+    model, monitoring and batching configs), for tests that only call it; yields
+    (server, {model: version folder}).
+
+    Files that use it carry `pytest.mark.xdist_group(tests.support.TINY_SERVER)`, so that
+    they run on one worker and start it once.
+    """
+    from tests.support import ROOT, ServerProcess
+
+    root = tmp_path_factory.mktemp("tiny-server")
+    models = root / "models"
+    versions = {m: tiny_exports.put(m, models) for m in ("unet", "localizer", "generator")}
+    serving = ROOT / "serving"
+    server = ServerProcess(
+        # The shipped config files, exactly as docker compose uses them.
+        f"--model_config_file={serving / 'models.config'}",
+        # The shipped config labels version 1 `stable` before it has loaded.
+        "--allow_version_labels_for_unavailable_models",
+        f"--monitoring_config_file={serving / 'monitoring.config'}",
+        "--enable_batching",
+        f"--batching_parameters_file={serving / 'batching.config'}",
+        f"--base_path_map=/models={models}",
+        log_path=root / "server.log",
+    )
+    with server:
+        yield server, versions
+
+
+def pytest_collection_modifyitems(config, items):
+    from tests.scheduling import check_groups
+
+    check_groups(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist=loadfile` keeps grouped files together (`tests/scheduling.py`)."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from tests.scheduling import GroupedFileScheduling
+
+    return GroupedFileScheduling(config, log)

@@ -31,6 +31,11 @@ CHANNEL_OPTIONS = [
 ]
 
 
+# The xdist group of the files that call the shared tiny-model server (`tiny_server` in
+# tests/conftest.py): one worker runs them all, so they share one server (tests/scheduling.py).
+TINY_SERVER = "tiny_server"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

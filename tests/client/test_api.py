@@ -14,28 +14,18 @@ from client.api import ServingClient
 from client.errors import ClientError
 from client.transports.served_contract import contract_from_metadata
 from export.check import png_bytes, sample_image
-from tests.support import ROOT, ServerProcess, free_port
+from tests.support import TINY_SERVER, free_port
 from training.runner import load_run
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group(TINY_SERVER)]
 
 MODELS = ("unet", "localizer", "generator")
 
 
 @pytest.fixture(scope="module")
-def server(tiny_exports, tmp_path_factory):
-    root = tmp_path_factory.mktemp("client-api")
-    for model in MODELS:
-        tiny_exports.put(model, root / "models")
-    process = ServerProcess(
-        f"--model_config_file={ROOT / 'serving' / 'models.config'}",
-        # The shipped config labels version 1 `stable` before it has loaded.
-        "--allow_version_labels_for_unavailable_models",
-        f"--base_path_map=/models={root / 'models'}",
-        log_path=root / "server.log",
-    )
-    with process:
-        yield process
+def server(tiny_server):
+    """The tiny runs of the three models served as `make serve` does (`tests/conftest.py`)."""
+    return tiny_server[0]
 
 
 @pytest.fixture(params=["grpc", "rest"])

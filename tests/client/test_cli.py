@@ -15,10 +15,12 @@ from skimage import data as skdata
 from client import cli
 from client.images.pictures import color_instances, draw_box, overlay_mask, sample_grid
 from common.contract import DEFAULT_CLASS_NAMES
-from tests.support import ROOT, ServerProcess, free_port
+from tests.support import ROOT, TINY_SERVER, free_port
 from training.data.cars import render_car
 
 integration = pytest.mark.integration
+# The CLI-against-a-server tests call the shared `tiny_server`.
+pytestmark = pytest.mark.xdist_group(TINY_SERVER)
 ORANGE = (255, 64, 0)
 
 
@@ -339,20 +341,9 @@ def test_module_entry_point_exits_2_with_the_error_line():
 
 
 @pytest.fixture(scope="module")
-def served(tiny_exports, tmp_path_factory):
-    """The three tiny runs exported as version 1 and served with `make serve`'s config."""
-    root = tmp_path_factory.mktemp("cli-served")
-    for model in ("unet", "localizer", "generator"):
-        tiny_exports.put(model, root / "models")
-    server = ServerProcess(
-        f"--model_config_file={ROOT / 'serving' / 'models.config'}",
-        # The shipped config labels version 1 `stable` before it has loaded.
-        "--allow_version_labels_for_unavailable_models",
-        f"--base_path_map=/models={root / 'models'}",
-        log_path=root / "server.log",
-    )
-    with server:
-        yield server
+def served(tiny_server):
+    """The tiny runs of the three models served as `make serve` does (`tests/conftest.py`)."""
+    return tiny_server[0]
 
 
 @integration

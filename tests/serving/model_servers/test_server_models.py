@@ -19,33 +19,20 @@ from client.images import preprocess as client_pre
 from common.quiet import import_tensorflow
 from export.check import png_bytes, sample_image
 from serving.tensors import from_numpy, to_numpy
-from tests.support import ROOT, ServerProcess
+from tests.support import TINY_SERVER
 from training.runner import load_run
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group(TINY_SERVER)]
 tf = import_tensorflow()
 
 MODELS = ("unet", "localizer", "generator")
 
 
 @pytest.fixture(scope="module")
-def served(tiny_exports, tmp_path_factory):
-    """The three tiny runs exported under MODELS/<model>/1 and served as `make serve` does."""
-    root = tmp_path_factory.mktemp("served")
-    versions = {m: tiny_exports.put(m, root / "models") for m in MODELS}
-    server = ServerProcess(
-        # The shipped config files, exactly as docker compose uses them.
-        f"--model_config_file={ROOT / 'serving' / 'models.config'}",
-        # The shipped config labels version 1 `stable` before it has loaded.
-        "--allow_version_labels_for_unavailable_models",
-        f"--monitoring_config_file={ROOT / 'serving' / 'monitoring.config'}",
-        "--enable_batching",
-        f"--batching_parameters_file={ROOT / 'serving' / 'batching.config'}",
-        f"--base_path_map=/models={root / 'models'}",
-        log_path=root / "server.log",
-    )
-    with server:
-        yield server, versions
+def served(tiny_server):
+    """(server, {model: version folder}): the three tiny runs exported under MODELS/<model>/1
+    and served with `make serve`'s flags and config files (`tests/conftest.py`)."""
+    return tiny_server
 
 
 def _predict(server, model, signature, **inputs):
