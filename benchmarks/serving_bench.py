@@ -11,6 +11,14 @@ Every figure is a ratio measured in one run, on one machine, with the same input
   thread-pool executor and message limits, no model, no TensorFlow) answers the same Predict
   request with the server's own answer, pre-serialized. Timed in turn with the others, it is
   what grpcio itself costs for this payload: gRPC's latency can only approach in-process + echo.
+- where gRPC's time goes, from a gRPC-only run read against the server's own histograms: the
+  model's run in the server (`runtime_latency`) against in-process, the server's Python around
+  it (`request_latency` minus `runtime_latency`), and the rest, grpcio and loopback on both sides
+  (client latency minus `request_latency`), to set beside the echo;
+- CPU per call (this process and the server's, from the kernel's counters): a gRPC Predict, an
+  echo, an in-process call, and per image in each throughput run. With both cores busy, items/s
+  is cores over CPU per item, so batched / in-process can reach at most
+  in-process CPU per image / (that + echo CPU per call): what grpcio costs on both ends.
 
 Example:
     python -m benchmarks.serving_bench --model-dir models/unet --seconds 20
@@ -30,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +71,11 @@ def interleaved(calls: dict, n: int, warmup: int = 10) -> dict[str, list[float]]
     return out
 
 
-def _throughput(call, clients: int, seconds: float, per_call: int = 1) -> float:
-    """Items per second from `clients` threads calling `call` in a loop for `seconds`."""
+def _throughput(
+    call, clients: int, seconds: float, per_call: int = 1, pid: int | None = None
+) -> tuple[float, float]:
+    """Items per second from `clients` threads calling `call` in a loop for `seconds`, and the
+    CPU milliseconds per item of this process and (if given) process `pid` meanwhile."""
     done = [0] * clients
     stop = threading.Event()
 
@@ -75,14 +87,70 @@ def _throughput(call, clients: int, seconds: float, per_call: int = 1) -> float:
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     for thread in threads:
         thread.start()
+    own = lambda: cpu_seconds() + (cpu_seconds(pid) if pid else 0.0)  # noqa: E731
     time.sleep(seconds * 0.2)  # ramp-up, not counted
-    start_count, start = sum(done), time.perf_counter()
+    start_count, start, start_cpu = sum(done), time.perf_counter(), own()
     time.sleep(seconds)
-    count, elapsed = sum(done) - start_count, time.perf_counter() - start
+    count, elapsed, cpu = sum(done) - start_count, time.perf_counter() - start, own() - start_cpu
     stop.set()
     for thread in threads:
         thread.join()
-    return count / elapsed
+    return count / elapsed, cpu * 1e3 / max(count, 1)
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds used so far by this process, or by process `pid`."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    # /proc/<pid>/stat: utime and stime are the 12th and 13th fields after the ")" of the name.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def cpu_ms_per_call(call, n: int, pid: int | None = None) -> float:
+    """CPU milliseconds per call of `call`, this process and (if given) process `pid` together."""
+    own = lambda: cpu_seconds() + (cpu_seconds(pid) if pid else 0.0)  # noqa: E731
+    start = own()
+    for _ in range(n):
+        call()
+    return (own() - start) * 1e3 / n
+
+
+# The server's histograms that split a gRPC Predict (model API, entrypoint or runtime labels).
+_HISTOGRAMS = {
+    "request": (":tensorflow:serving:request_latency", 'API="Predict",entrypoint="GRPC"'),
+    "runtime": (":tensorflow:serving:runtime_latency", 'API="Predict"'),
+}
+METRICS_PATH = "/monitoring/prometheus/metrics"
+
+
+def server_latency_totals(rest_port: int) -> dict[str, tuple[float, int]]:
+    """(sum µs, count) of gRPC Predict's `request_latency` and of `runtime_latency`, so far."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}{METRICS_PATH}", timeout=60) as r:
+        text = r.read().decode()
+    totals = {}
+    for key, (name, labels) in _HISTOGRAMS.items():
+        total, count = 0.0, 0
+        for line in text.splitlines():
+            if line.startswith((f"{name}_sum{{", f"{name}_count{{")) and labels in line:
+                value = float(line.rsplit(" ", 1)[1])
+                if line.startswith(f"{name}_sum"):
+                    total += value
+                else:
+                    count += int(value)
+        totals[key] = (total, count)
+    return totals
+
+
+def _mean_ms(before, after, key: str) -> float:
+    (total0, count0), (total1, count1) = before[key], after[key]
+    if count1 == count0:
+        raise RuntimeError(f"the server recorded no {key} latency; is monitoring on?")
+    return (total1 - total0) / (count1 - count0) / 1e3
 
 
 # The floor's server: grpcio's generic handler over raw bytes, answering every Predict with the
@@ -139,7 +207,7 @@ class EchoServer:
 class Server:
     """`python -m serving` for one model, run as a production deployment would run it."""
 
-    def __init__(self, model_dir: Path, name: str, batching: Path | None):
+    def __init__(self, model_dir: Path, name: str, batching: Path | None, monitoring: bool = False):
         self.port, self.rest_port = _free_port(), _free_port()
         flags = [
             f"--port={self.port}",
@@ -149,6 +217,12 @@ class Server:
         ]
         if batching is not None:
             flags += ["--enable_batching", f"--batching_parameters_file={batching}"]
+        # Prometheus metrics on the REST port (`server_latency_totals`), as TF Serving serves them.
+        self.monitoring = tempfile.NamedTemporaryFile("w", suffix=".config")  # noqa: SIM115
+        if monitoring:
+            self.monitoring.write(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
+            self.monitoring.flush()
+            flags.append(f"--monitoring_config_file={self.monitoring.name}")
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(
             [sys.executable, "-m", "serving", *flags], cwd=ROOT, stdout=self.log, stderr=self.log
@@ -177,6 +251,38 @@ class Server:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(60)
         self.log.close()
+        self.monitoring.close()
+
+
+def grpc_breakdown(
+    in_process, grpc_call, echo_call, n: int, server_pid: int, echo_pid: int, rest_port: int
+) -> dict:
+    """Where a gRPC Predict's time goes, and CPU per call of each path (see the docstring).
+
+    The server's histograms are read around a run of gRPC and in-process calls taken in turn,
+    so they hold those gRPC calls alone; means, since histograms keep no percentiles.
+    """
+    before = server_latency_totals(rest_port)
+    samples = interleaved({"in_process": in_process, "grpc": grpc_call}, n, warmup=0)
+    after = server_latency_totals(rest_port)
+    local, client = (statistics.fmean(samples[key]) * 1e3 for key in ("in_process", "grpc"))
+    runtime, request = _mean_ms(before, after, "runtime"), _mean_ms(before, after, "request")
+    return {
+        "mean_ms": {
+            "in_process": local,
+            "server_runtime": runtime,
+            "server_request": request,
+            "grpc_client": client,
+        },
+        "model_in_server_over_in_process_ms": runtime - local,
+        "server_python_ms": request - runtime,
+        "grpcio_and_loopback_ms": client - request,
+        "cpu_ms_per_call": {
+            "in_process": cpu_ms_per_call(in_process, n),
+            "grpc": cpu_ms_per_call(grpc_call, n, server_pid),
+            "grpc_echo": cpu_ms_per_call(echo_call, n, echo_pid),
+        },
+    }
 
 
 def run(args) -> dict:
@@ -214,7 +320,7 @@ def run(args) -> dict:
     options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 
     for label, batching in (("plain", None), ("batching", args.batching_config)):
-        server = Server(args.model_dir, args.name, batching)
+        server = Server(args.model_dir, args.name, batching, monitoring=batching is None)
         channel = grpc.insecure_channel(f"127.0.0.1:{server.port}", options=options)
         try:
             server.wait(channel)
@@ -250,15 +356,24 @@ def run(args) -> dict:
                 }
                 try:
                     times = interleaved(calls, args.n)
+                    fastest = min(
+                        ("in_process_eager", "in_process_session"),
+                        key=lambda k: float(np.percentile(times[k], 50)),
+                    )
+                    results["breakdown"] = grpc_breakdown(
+                        calls[fastest],
+                        grpc_call,
+                        calls["grpc_echo"],
+                        max(args.n // 2, 20),
+                        server.process.pid,
+                        echo.process.pid,
+                        server.rest_port,
+                    )
                 finally:
                     echo_channel.close()
                     echo.stop()
                 for key, samples in times.items():
                     results[key] = _percentiles(samples)
-                fastest = min(
-                    ("in_process_eager", "in_process_session"),
-                    key=lambda k: results[k]["p50_ms"],
-                )
                 results["in_process"] = {**results[fastest], "path": fastest}
                 batch_call = {
                     "in_process_eager": lambda: signature(**{alias: batch_t}),
@@ -269,23 +384,28 @@ def run(args) -> dict:
             # Rounds alternate so slow drift of this shared machine hits both sides alike.
             local, served = [], []
             for _ in range(args.rounds):
-                local.append(
-                    _throughput(
-                        batch_call,
-                        1,
-                        args.seconds / args.rounds,
-                        per_call=args.clients,
-                    )
-                )
-                served.append(_throughput(grpc_call, args.clients, args.seconds / args.rounds))
-            results[f"in_process_batched_ips_{label}"] = statistics.median(local)
-            results[f"grpc_{label}_ips"] = statistics.median(served)
+                seconds = args.seconds / args.rounds
+                local.append(_throughput(batch_call, 1, seconds, per_call=args.clients))
+                served.append(_throughput(grpc_call, args.clients, seconds, pid=server.process.pid))
+            results[f"in_process_batched_ips_{label}"] = statistics.median(x for x, _ in local)
+            results[f"grpc_{label}_ips"] = statistics.median(x for x, _ in served)
+            # CPU per image, this process and the server's: the in-process side is the model
+            # alone, the served side adds gRPC on both ends (and the 8 clients' threads).
+            results[f"in_process_batched_cpu_ms_per_image_{label}"] = statistics.median(
+                c for _, c in local
+            )
+            results[f"grpc_{label}_cpu_ms_per_image"] = statistics.median(c for _, c in served)
+            # Round by round, to show the spread of the ratio on this shared machine.
+            results[f"{label}_over_in_process_batched_rounds"] = [
+                s / x for (s, _), (x, _) in zip(served, local, strict=True)
+            ]
         finally:
             channel.close()
             rest_connection.close()
             server.stop()
 
     echo = results["grpc_echo"]
+    model_cpu = results["in_process_batched_cpu_ms_per_image_batching"]
     ratios = {
         "grpc_over_in_process_p50": results["grpc"]["p50_ms"] / results["in_process"]["p50_ms"],
         "grpc_over_in_process_p99": results["grpc"]["p99_ms"] / results["in_process"]["p99_ms"],
@@ -300,6 +420,10 @@ def run(args) -> dict:
         / results["in_process_batched_ips_plain"],
         "batched_over_in_process_batched": results["grpc_batching_ips"]
         / results["in_process_batched_ips_batching"],
+        # With both cores busy, the best batched / in-process: the model's CPU per image over
+        # that plus what grpcio alone costs per call on both ends (the echo's CPU).
+        "batched_floor_over_in_process_batched": model_cpu
+        / (model_cpu + results["breakdown"]["cpu_ms_per_call"]["grpc_echo"]),
     }
     results["ratios"] = ratios
     return results
@@ -307,12 +431,14 @@ def run(args) -> dict:
 
 def report(results: dict) -> str:
     ip, g, r = results["in_process"], results["grpc"], results["rest"]
-    e = results["grpc_echo"]
+    e, b = results["grpc_echo"], results["breakdown"]
     ratios = results["ratios"]
     n = results["clients"]
     in_process_ips = (
         results["in_process_batched_ips_plain"] + results["in_process_batched_ips_batching"]
     ) / 2
+    mean, cpu = b["mean_ms"], b["cpu_ms_per_call"]
+    rounds = results["batching_over_in_process_batched_rounds"]
     lines = [
         f"{'':34}{'p50 ms':>10}{'p99 ms':>10}",
         f"{'in-process, eager signature':34}{results['in_process_eager']['p50_ms']:10.2f}"
@@ -324,23 +450,34 @@ def report(results: dict) -> str:
         f"{'REST :predict (JSON)':34}{r['p50_ms']:10.2f}{r['p99_ms']:10.2f}",
         f"{'bare grpcio echo (no model)':34}{e['p50_ms']:10.2f}{e['p99_ms']:10.2f}",
         "",
-        f"throughput, {results['clients']} clients (images/s):",
-        f"  in-process, batch {n}:        {in_process_ips:8.1f}  (mean of two runs)",
-        f"  gRPC, no batching:            {results['grpc_plain_ips']:8.1f}",
-        f"  gRPC, --enable_batching:      {results['grpc_batching_ips']:8.1f}",
+        f"where a gRPC Predict goes (means, ms; in-process {mean['in_process']:.2f}, "
+        f"gRPC {mean['grpc_client']:.2f}):",
+        f"  model run in the server - in-process   {b['model_in_server_over_in_process_ms']:+.2f}",
+        f"  server Python around the run           {b['server_python_ms']:+.2f}",
+        f"  grpcio + loopback, both ends           {b['grpcio_and_loopback_ms']:+.2f}"
+        f"  (echo p50 {e['p50_ms']:.2f})",
+        f"CPU ms per call (client + server): gRPC {cpu['grpc']:.2f}, in-process "
+        f"{cpu['in_process']:.2f}, echo {cpu['grpc_echo']:.2f}",
         "",
-        "ratios (goal):",
-        f"  gRPC / in-process p50         {ratios['grpc_over_in_process_p50']:.3f}  (<= 1.10)",
-        f"  gRPC floor: in-process + bare grpcio echo, p50 "
-        f"{ratios['grpc_floor_over_in_process_p50']:.3f}",
-        f"  gRPC / in-process p99         {ratios['grpc_over_in_process_p99']:.3f}",
-        f"  gRPC floor: in-process + bare grpcio echo, p99 "
-        f"{ratios['grpc_floor_over_in_process_p99']:.3f}",
+        f"throughput, {results['clients']} clients (images/s; CPU ms per image):",
+        f"  in-process, batch {n}:        {in_process_ips:8.1f}  (mean of two runs; "
+        f"{results['in_process_batched_cpu_ms_per_image_batching']:.2f})",
+        f"  gRPC, no batching:            {results['grpc_plain_ips']:8.1f}  "
+        f"({results['grpc_plain_cpu_ms_per_image']:.2f})",
+        f"  gRPC, --enable_batching:      {results['grpc_batching_ips']:8.1f}  "
+        f"({results['grpc_batching_cpu_ms_per_image']:.2f})",
+        "",
+        "ratios (goal; floor):",
+        f"  gRPC / in-process p50         {ratios['grpc_over_in_process_p50']:.3f}  (<= 1.10; "
+        f"in-process + echo {ratios['grpc_floor_over_in_process_p50']:.3f})",
+        f"  gRPC / in-process p99         {ratios['grpc_over_in_process_p99']:.3f}  (<= 1.10; "
+        f"in-process + echo {ratios['grpc_floor_over_in_process_p99']:.3f})",
         f"  REST / gRPC p50               {ratios['rest_over_grpc_p50']:.3f}  (<= 1.3)",
         f"  REST / gRPC p99               {ratios['rest_over_grpc_p99']:.3f}",
         f"  unbatched / in-process batch  {ratios['unbatched_over_in_process_batched']:.3f}",
         f"  batched / in-process batch    {ratios['batched_over_in_process_batched']:.3f}"
-        "  (>= 0.95)",
+        f"  (>= 0.95; echo CPU {ratios['batched_floor_over_in_process_batched']:.3f}; rounds "
+        f"{min(rounds):.3f}..{max(rounds):.3f})",
     ]
     return "\n".join(lines)
 
