@@ -47,8 +47,9 @@ def mask_at_size(
     then lies between two of those rows, on a straight line in its weight, which crosses
     `level` at most once: in each column, the output rows between two map rows hold one run of
     mask (all of them, none, those past the crossing or those before it). The run is worked out
-    at the map's height; at full size one subtraction and one comparison per pixel write the
-    mask, at the same cost for a car's smooth answer and for a noisy one.
+    at the map's height, the crossing only where two rows are on both sides of `level`; at full
+    size one subtraction and one comparison per pixel write the mask. About 2 ms at 1918x1280
+    for a U-Net's answer, a car's or a photo's; uniform noise, crossing everywhere, about 5.
 
     Shrinking (an output side smaller than the map's), which Pillow antialiases, takes the
     float path.
@@ -65,29 +66,30 @@ def mask_at_size(
     wide -= upper
     wide *= cols_weight
     wide += upper
-    upper = wide.astype(np.float32).astype(np.float64)  # Pillow's float32 intermediate
-    lower = upper.take(np.minimum(np.arange(1, rows_in + 1), rows_in - 1), axis=0)
+    wide = wide.astype(np.float32)  # Pillow's float32 intermediate
     # The output rows between map rows r and r + 1 (r's block), and the first of them.
     count = np.bincount(_bilinear_axis(rows_in, height)[0], minlength=rows_in)
     first = np.cumsum(count) - count
     # Run positions within a block; the arithmetic below wraps around at the type's size.
     places = np.uint8 if count.max() < 2**7 else np.uint16 if count.max() < 2**15 else np.uint32
     full = places(count.max() + 1)
-    above, next_above = upper >= level, lower >= level
-    rising = (next_above & ~above).view(np.uint8)
-    falling = (above & ~next_above).view(np.uint8)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # Where the line meets `level`, as a weight, then as the first output row at or past
-        # it: block r's row i sits at weight `(first[r] + i + 0.5) * rows_in / height - 0.5 - r`.
-        cross = level - upper
-        cross /= lower - upper
-        cross *= height / rows_in
-        cross += ((np.arange(rows_in) + 0.5) * (height / rows_in) - 0.5 - first)[:, np.newaxis]
-        np.ceil(cross, out=cross)
-        np.clip(cross, 0, count.max(), out=cross)
-        at = cross.astype(places)  # undefined where no crossing, and then multiplied by 0
-    start = at * rising
-    length = full * (above & next_above).view(np.uint8) + (full - at) * rising + at * falling
+    above = wide >= level
+    next_above = above.take(np.minimum(np.arange(1, rows_in + 1), rows_in - 1), axis=0)
+    start = full * (~(above | next_above)).view(np.uint8)  # no mask: a run past every row
+    length = full * (above & next_above).view(np.uint8)  # all mask
+    # Where the two rows are on both sides of `level` (along the mask's edges, a few percent of
+    # the map), the line meets it at a weight, and the run starts or stops at the first output
+    # row at or past it: block r's row i sits at weight `(first[r] + i + 0.5) * rows_in /
+    # height - 0.5 - r`.
+    crossing = np.flatnonzero(above != next_above)
+    a = wide.ravel()[crossing].astype(np.float64)
+    b = wide.ravel()[crossing + width].astype(np.float64)
+    row = crossing // width
+    at = ((level - a) / (b - a) + row + 0.5) * (height / rows_in) - 0.5 - first[row]
+    at = np.clip(np.ceil(at), 0, count[row]).astype(places)
+    rising = b > a
+    start.ravel()[crossing] = np.where(rising, at, 0)
+    length.ravel()[crossing] = np.where(rising, full - at, at)
     place = (np.arange(height) - np.repeat(first, count)).astype(places)[:, np.newaxis]
     # A pixel is in its run when its place, counted from the run's start, is within the run's
     # length (a place before the start wraps around to a large number).
