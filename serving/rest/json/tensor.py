@@ -9,7 +9,6 @@ import numpy as np
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.errors import ServingError, invalid_argument
-from serving.rest import disposal
 from serving.rest.json.text import debug_string, loads
 from serving.rest.json.values import check_rank, dense_shape, fast_array, is_b64, to_array
 
@@ -86,20 +85,7 @@ def parse_predict_request(
     Raises:
         ServingError: With TF Serving's message for any malformed body.
     """
-    # Held only by this list, so that `dispose` can take the last reference to it.
-    parsed = [parse_object(body)]
-    result = _predict_request(parsed[0], body, signature_inputs)
-    if len(body) >= disposal.MIN_BODY_BYTES:
-        # The arrays are copies: the document is garbage now, freed off this request's path.
-        disposal.dispose(parsed)
-    return result
-
-
-def _predict_request(
-    doc: dict,
-    body: bytes,
-    signature_inputs: Callable[[str], Mapping[str, meta_graph_pb2.TensorInfo]],
-) -> tuple[str, str, dict[str, np.ndarray]]:
+    doc = parse_object(body)
     # Without a `true`/`false` literal anywhere, numbers convert in bulk (see `fast_array`).
     booleans = has_boolean_literal(body)
     name = signature_name(doc)
