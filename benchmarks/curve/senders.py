@@ -16,29 +16,18 @@ import grpc
 import h11
 import numpy as np
 
-from client.transports.grpc import PREDICT
+from client.transports.grpc import PREDICT, model_spec
 from client.transports.json_values import predict_body
 from client.transports.tls import TLSFiles
 from common import codec
 from common.status import code_for_http_status
-from common.wire import model_pb2, predict_pb2
+from common.wire import predict_pb2
 
 _READ_BYTES = 2**16
 _GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 2**31 - 1),
     ("grpc.max_send_message_length", 2**31 - 1),
 ]
-
-
-def model_spec(
-    model: str, signature: str, version: int | None, label: str | None
-) -> model_pb2.ModelSpec:
-    spec = model_pb2.ModelSpec(name=model, signature_name=signature)
-    if version is not None:
-        spec.version.value = version
-    elif label is not None:
-        spec.version_label = label
-    return spec
 
 
 class GrpcSender:
@@ -62,7 +51,7 @@ class GrpcSender:
         """Raises ValueError for an input array that cannot be sent (naming its alias), and
         ClientError for TLS files that are missing or not PEM."""
         request = predict_pb2.PredictRequest(
-            model_spec=model_spec(model, signature, version, label)
+            model_spec=model_spec(model, version, label, signature)
         )
         for alias, array in inputs.items():
             try:

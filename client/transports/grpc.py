@@ -171,7 +171,7 @@ class GrpcTransport(Transport):
 
     def _predict(self, model, inputs, signature, version, label, timeout, output_filter):
         request = predict_pb2.PredictRequest(
-            model_spec=_spec(model, version, label, signature), output_filter=output_filter
+            model_spec=model_spec(model, version, label, signature), output_filter=output_filter
         )
         for alias, array in inputs.items():
             try:
@@ -203,7 +203,7 @@ class GrpcTransport(Transport):
 
     def _metadata(self, model, version, label, timeout):
         request = metadata_pb2.GetModelMetadataRequest(
-            model_spec=_spec(model, version, label), metadata_field=["signature_def"]
+            model_spec=model_spec(model, version, label), metadata_field=["signature_def"]
         )
         response = self._rpc(GET_MODEL_METADATA, request, timeout)
         # Any.Unpack would check the type_url, which names TF's package rather than ours.
@@ -216,7 +216,7 @@ class GrpcTransport(Transport):
         return metadata_dict(model, response.model_spec.version.value, signatures)
 
     def _status(self, model, version, timeout):
-        request = status_pb2.GetModelStatusRequest(model_spec=_spec(model, version, None))
+        request = status_pb2.GetModelStatusRequest(model_spec=model_spec(model, version, None))
         response = self._rpc(GET_MODEL_STATUS, request, timeout)
         return [
             {
@@ -270,7 +270,10 @@ def _duration(seconds: float) -> str:
     return f"{millis // 1000}.{millis % 1000:03d}s"
 
 
-def _spec(model: str, version: int | None, label: str | None, signature: str = ""):
+def model_spec(
+    model: str, version: int | None, label: str | None, signature: str = ""
+) -> model_pb2.ModelSpec:
+    """The ModelSpec naming `model` at a version, or at a label, or at the newest (neither)."""
     spec = model_pb2.ModelSpec(name=model, signature_name=signature)
     if version is not None:
         spec.version.value = version
