@@ -82,7 +82,8 @@ debian-tools:
 
 ## Run the whole suite except `slow` tests, a test file per worker (pytest-xdist), one worker
 ## per CPU up to 4: most tests wait on a server process, so two workers on two cores take
-## 10 minutes where one took 17.
+## 10 minutes where one took 17. Under --dist=loadfile the heaviest files go out first and
+## files that share a server share a worker (tests/scheduling.py).
 PYTEST_WORKERS = --numprocesses=auto --maxprocesses=4 --dist=loadfile
 test: $(STAMP) $(TOOLS_STAMP) debian-tools
 	$(PY) -m pytest -m "not slow" $(PYTEST_WORKERS)
