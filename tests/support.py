@@ -277,13 +277,26 @@ class SharedBuilds:
 
     def folder(self, key: str, build: Callable[[Path], object]) -> Path:
         """`root/key`, made by `build(folder)` the first time it is asked for in this run."""
+        self._build(key, build, wait=True)
+        return self.root / key
+
+    def folders(self, builds: dict[str, Callable[[Path], object]]) -> dict[str, Path]:
+        """`folder` for several keys, made side by side with the other workers: first the
+        folders no other worker is making (one by one), then a wait for the rest."""
+        for key, build in builds.items():
+            self._build(key, build, wait=False)
+        return {key: self.folder(key, build) for key, build in builds.items()}
+
+    def _build(self, key: str, build: Callable[[Path], object], wait: bool) -> None:
         done = self.root / key
         with open(self.root / f".{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another worker is making it
             if not done.is_dir():
                 tmp = self.root / f".tmp-{key}"
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir()
                 build(tmp)
                 os.rename(tmp, done)
-        return done

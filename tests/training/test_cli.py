@@ -1,4 +1,8 @@
-"""The training CLI end to end: real tiny runs, run folders, resume, seeds and bad input."""
+"""The training CLI end to end: real tiny runs, run folders, resume, seeds and bad input.
+
+The run folders are the shared tiny runs (`tiny_runs`, trained once per test run); the CLI
+trains one more itself, and resumes a copy of one.
+"""
 
 import json
 import os
@@ -20,22 +24,10 @@ PLAIN_METRICS = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory):
-    """One real tiny run per model, shared by the checks below."""
-    runs = {}
-    for model in MODELS:
-        out = tmp_path_factory.mktemp(model) / "run"
-        assert main([model, "--preset", "tiny", "--out", str(out), "--seed", "3"]) == 0
-        runs[model] = out
-    return runs
-
-
-@pytest.mark.parametrize("model", MODELS)
-def test_tiny_run_writes_a_complete_run_folder(tiny_runs, model):
-    out = tiny_runs[model]
+def check_run_folder(out, model: str, seed: int) -> None:
+    """A finished tiny run: config, finite metrics, pictures, weights, checkpoint and logs."""
     saved = json.loads((out / "config.json").read_text())
-    assert saved["model"] == model and saved["preset"] == "tiny" and saved["seed"] == 3
+    assert saved["model"] == model and saved["preset"] == "tiny" and saved["seed"] == seed
     metrics = json.loads((out / "metrics.json").read_text())
     assert PLAIN_METRICS[model] <= set(metrics)
     assert all(np.isfinite(v) for v in metrics.values() if isinstance(v, float))
@@ -49,6 +41,13 @@ def test_tiny_run_writes_a_complete_run_folder(tiny_runs, model):
 
 
 @pytest.mark.parametrize("model", MODELS)
+def test_tiny_run_writes_a_complete_run_folder(tiny_runs, model):
+    """The shared tiny runs (`tests/conftest.py`: `train()`, seed 1, which the CLI calls; the
+    CLI's own run is checked the same way in test_the_cli_run_repeats_the_same_seed_exactly)."""
+    check_run_folder(tiny_runs[model], model, seed=1)
+
+
+@pytest.mark.parametrize("model", MODELS)
 def test_run_folder_rebuilds_the_model(tiny_runs, model):
     task, config, rebuilt = load_run(tiny_runs[model])
     sig = task.contract(config).signature()
@@ -56,7 +55,7 @@ def test_run_folder_rebuilds_the_model(tiny_runs, model):
 
 
 def test_resume_continues_from_the_checkpoint(tiny_runs, tmp_path, capsys):
-    # A copy of the module's finished one-epoch run: the shared run itself stays untouched.
+    # A copy of the shared finished one-epoch run: the shared run itself stays untouched.
     out = tmp_path / "run"
     shutil.copytree(tiny_runs["unet"], out)
     assert main(["unet", "--out", str(out), "--resume", "--epochs", "2"]) == 0
@@ -66,10 +65,12 @@ def test_resume_continues_from_the_checkpoint(tiny_runs, tmp_path, capsys):
     assert (out / "checkpoints" / "ckpt-2.index").exists()
 
 
-def test_same_seed_repeats_exactly(tiny_runs, tmp_path):
-    # A second run with the seed of the module's unet run (3) must give the same weights.
+def test_the_cli_run_repeats_the_same_seed_exactly(tiny_runs, tmp_path):
+    """A real CLI run with the seed of the shared unet run (1) writes a complete run folder with
+    the same weights: the CLI passes preset and seed through, and a seed repeats exactly."""
     out = tmp_path / "again"
-    assert main(["unet", "--preset", "tiny", "--out", str(out), "--seed", "3"]) == 0
+    assert main(["unet", "--preset", "tiny", "--out", str(out), "--seed", "1"]) == 0
+    check_run_folder(out, "unet", seed=1)
     weights = [load_run(run)[2].get_weights() for run in (tiny_runs["unet"], out)]
     assert all(np.array_equal(x, y) for x, y in zip(*weights, strict=True))
 
