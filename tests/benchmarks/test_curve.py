@@ -279,9 +279,10 @@ def test_an_overloaded_server_shows_as_latency_and_a_lower_achieved_rate(
     the answers come, so its sent rate would fall with the achieved one.
     """
     request = tmp_path / "spin.npz"
-    # About 25 ms of matrix products a request on this machine: 200 a second is 5 s of work
-    # a second, far past two cores.
-    np.savez(request, x=np.array([1.0], np.float32), rounds=np.array([500], np.int32))
+    # About 55 ms of matrix products a request on this machine (500 rounds took 23 ms, and two
+    # cores then answered 65 of 100 a second, too close to the bound): 100 a second is 5.5 s of
+    # work a second, far past two cores, which can answer some 36.
+    np.savez(request, x=np.array([1.0], np.float32), rounds=np.array([1200], np.int32))
     code, result, printed = curve(
         tmp_path, capsys, *target(known_server, "grpc"), "--model", "half",
         "--signature", "spin", "--request", str(request), "--rates", "2,100",
