@@ -68,11 +68,14 @@ def test_equal_versions_pass_with_latency_from_prometheus(served, capsys):
     assert report["passed"] and report["latency_source"] == "prometheus"
     sent = int(next(r for r in report["gates"] if r["gate"] == "errors, canary golden")["canary"]
                .split("/")[1])  # fmt: skip
+    rows = latency_rows(report)
+    # A latency gate that fails the first pass is confirmed by a second one (a loaded machine can
+    # do it); Prometheus' figures, like the tool's, are then the second pass's: half the requests.
+    passes = 2 if any("second timed pass" in row["note"] for row in rows.values()) else 1
     for label in ("stable", "canary"):
         measured = report["latency_ms"][label]
-        assert measured["n"] >= sent, (label, measured, sent)
+        assert measured["n"] >= sent // passes, (label, measured, sent, passes)
         assert 0 < measured["p50"] <= measured["p99"]
-    rows = latency_rows(report)
     assert set(rows) == {"latency p50 (ms)", "latency p99 (ms)"}
     for row in rows.values():
         assert row["result"] == "pass" and row["note"].startswith("Prometheus: in-server"), row
